@@ -1,0 +1,56 @@
+"""Notebooks run for real under papermill on the quick preset (digits, CPU)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from stlib.params import from_notebook
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebooks_are_committed_clean_with_a_parameters_cell(path):
+    nb = nbformat.read(path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code), "commit without outputs"
+    tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    assert not any(line.lstrip().startswith(("def ", "class ")) for c in code
+                   for line in c.source.splitlines()), "notebooks hold no logic"
+
+
+@pytest.mark.slow
+def test_neuron_test_notebook_quick_plif(tmp_path, monkeypatch):
+    papermill = pytest.importorskip("papermill")
+    # the kernel shares 2 cores with the other xdist worker: one OpenMP thread avoids the
+    # spin-waiting of an oversubscribed thread pool (a 10x slowdown)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    out = tmp_path / "neuron_test_PLIF.ipynb"
+    params = dict(neuron="PLIF", preset="quick", output_dir=str(tmp_path / "outputs"))
+    papermill.execute_notebook(str(REPO / "notebooks/neuron_test.ipynb"), str(out),
+                               parameters=params, kernel_name="python3", cwd=str(REPO),
+                               progress_bar=False)
+    config = from_notebook("params/spikformer/cifar10.yaml", "quick", neuron="PLIF",
+                           output_dir=params["output_dir"], study="neuron_test",
+                           model="spikformer_4_384", seed=0, device="auto")
+    summary = json.loads((config.run_dir / "summary.json").read_text())
+    assert summary["neuron"] == "PLIF" and summary["dataset"] == "digits"
+    assert summary["status"] == "finished" and summary["epochs_done"] == config.train.epochs
+    assert summary["final_acc1"] >= 85.0, summary
+    executed = nbformat.read(out, as_version=4)
+    assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells)
+    assert any(o.get("output_type") == "display_data" for c in executed.cells
+               for o in c.get("outputs", [])), "the learning-curve figure was not drawn"
+
+
+def test_unknown_notebook_parameter_is_refused(tmp_path):
+    papermill = pytest.importorskip("papermill")
+    from stlib.notebooks import run_notebook
+
+    with pytest.raises(ValueError, match="nueron.*valid.*neuron"):
+        run_notebook("neuron_test", tmp_path / "x.ipynb", nueron="PLIF")

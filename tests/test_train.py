@@ -1,0 +1,142 @@
+"""stlib.train: a real (tiny) training run, its record, resume, atomic checkpoints, CLI."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import stlib.train as train_mod
+from stlib.params import load_params
+from stlib.train import RunRecord, fit, main
+
+SUMMARY_KEYS = {"model", "dataset", "neuron", "encoding", "T", "params", "epochs_done",
+                "best_acc1", "final_acc1", "mean_firing_rate", "seconds", "device", "config_hash"}
+
+
+def tiny_config(tmp_path, *extra):
+    return load_params("params/spikformer/cifar10.yaml", preset="quick", overrides=[
+        f"experiment.output_dir={tmp_path}", "train.epochs=3", "train.progress=false",
+        "model.T=2", "model.kwargs.embed_dim=32", "data.batch_size=64", *extra])
+
+
+def test_fit_writes_the_run_record(tmp_path):
+    config = tiny_config(tmp_path)
+    record = fit(config)
+    run = tmp_path / config.experiment.study / config.run_id
+    assert record.run_dir == run
+    for name in ["config.yaml", "metrics.csv", "summary.json", "firing.csv",
+                 "checkpoints/last.pt", "checkpoints/best.pt"]:
+        assert (run / name).is_file(), name
+    summary = json.loads((run / "summary.json").read_text())
+    assert SUMMARY_KEYS <= set(summary)
+    assert summary["status"] == "finished" and summary["epochs_done"] == 3
+    assert summary["neuron"] == "LIF" and summary["dataset"] == "digits" and summary["T"] == 2
+    assert summary["params"] == sum(p.numel() for p in
+                                    train_mod.build_model(config, _bundle(config)).parameters())
+    assert 0.0 < summary["mean_firing_rate"] < 1.0
+    assert summary["best_acc1"] >= summary["final_acc1"] > 10.0  # above chance after 3 epochs
+    header = (run / "metrics.csv").read_text().splitlines()[0]
+    assert header == "epoch,lr,train_loss,train_acc1,val_loss,val_acc1,val_acc5,seconds"
+    assert [r["epoch"] for r in record.metrics] == [0, 1, 2]
+    rates = (run / "firing.csv").read_text().splitlines()
+    assert rates[0] == "layer,firing_rate" and len(rates) == 1 + 12
+    # the same settings again: the finished record comes back without training
+    again = fit(tiny_config(tmp_path))
+    assert again.summary == record.summary
+
+
+def _bundle(config):
+    from stlib.data import build_dataloaders
+
+    return build_dataloaders(config.data, seed=0)
+
+
+def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+    straight = fit(tiny_config(tmp_path / "a"))
+
+    calls = {"n": 0}
+    real = train_mod.train_one_epoch
+
+    def dies_in_the_second_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("simulated crash")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "train_one_epoch", dies_in_the_second_epoch)
+    config = tiny_config(tmp_path / "b")
+    with pytest.raises(KeyboardInterrupt):
+        fit(config)
+    partial = RunRecord.load(config.run_dir)
+    assert partial.summary["status"] == "running" and partial.summary["epochs_done"] == 1
+    monkeypatch.setattr(train_mod, "train_one_epoch", real)
+    resumed = fit(config)
+    assert resumed.summary["epochs_done"] == 3
+    for a, b in zip(straight.metrics, resumed.metrics):
+        for key in ["lr", "train_loss", "val_loss", "val_acc1"]:
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), (a["epoch"], key)
+    wa = torch.load(straight.run_dir / "checkpoints/last.pt", weights_only=True)["model"]
+    wb = torch.load(resumed.run_dir / "checkpoints/last.pt", weights_only=True)["model"]
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], rtol=1e-5, atol=1e-6)
+
+
+def test_foreign_or_truncated_checkpoint_is_refused_and_kept(tmp_path):
+    config = tiny_config(tmp_path)
+    last = config.run_dir / "checkpoints" / "last.pt"
+    last.parent.mkdir(parents=True)
+    last.write_bytes(b"not a checkpoint")
+    with pytest.raises(RuntimeError, match="cannot read checkpoint"):
+        fit(config)
+    assert last.read_bytes() == b"not a checkpoint"  # nothing written over
+    torch.save({"config_hash": "other"}, last)
+    with pytest.raises(RuntimeError, match="belongs to config 'other'"):
+        fit(config)
+
+
+def test_atomic_write_leaves_the_old_file_on_failure(tmp_path):
+    target = tmp_path / "f.bin"
+    target.write_bytes(b"old")
+
+    def explode(f):
+        f.write(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        train_mod.atomic_write_bytes(target, explode)
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]  # no temp file left behind
+
+
+def test_command_line_trains_and_rejects_bad_keys(tmp_path, capsys):
+    code = main(["params/spikformer/cifar10.yaml", "--preset", "quick",
+                 "--set", f"experiment.output_dir={tmp_path}", "--set", "train.epochs=1",
+                 "--set", "train.progress=false", "--set", "model.T=1",
+                 "--set", "model.kwargs.embed_dim=16", "--set", "neuron.type=IFSoft"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["neuron"] == "IFSoft" and summary["epochs_done"] == 1
+    assert main(["params/spikformer/cifar10.yaml", "--set", "train.epohcs=1"]) == 2
+    assert "did you mean 'train.epochs'" in capsys.readouterr().err
+
+
+def test_unknown_names_fail_before_anything_is_written(tmp_path):
+    from stlib.registry import UnknownNameError
+
+    for override, valid in [("neuron.type=LIFF", "PLIF"), ("model.name=spikformer_9", "spikformer_4_384"),
+                            ("model.encoding=ratee", "rate"), ("data.name=digitz", "digits")]:
+        config = tiny_config(tmp_path, override)
+        with pytest.raises(UnknownNameError, match=valid):
+            fit(config)
+        assert not config.run_dir.exists()
+
+
+def test_missing_data_root_is_one_clear_error(tmp_path):
+    from stlib.data import DatasetNotFoundError
+
+    config = load_params("params/spikformer/cifar10.yaml", overrides=[
+        f"data.root={tmp_path / 'nowhere'}", "data.download=false", "train.device=cpu",
+        f"experiment.output_dir={tmp_path}"])
+    with pytest.raises(DatasetNotFoundError, match="nowhere"):
+        fit(config)
