@@ -1,8 +1,14 @@
 """Registered models: ``create_model(name, ...)``, ``list_models(pattern)``.
 
-Importing this package registers every model file below.
+Every module in this package is imported here, so a new model file registers itself by
+being added (one file per architecture, factories decorated with ``@register_model``).
 """
-from . import spikformer  # noqa: F401  (registers the Spikformer factories)
+import importlib
+import pkgutil
+
 from ._registry import MODELS, create_model, list_models, model_arguments, register_model
+
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")):
+    importlib.import_module(f"{__name__}.{_module}")
 
 __all__ = ["MODELS", "create_model", "list_models", "model_arguments", "register_model"]

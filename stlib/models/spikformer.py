@@ -96,6 +96,10 @@ class Spikformer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
+    def cam_target_layer(self) -> nn.Module:
+        """Grad-CAM's default target: the input of the last block's MLP (tokens [T, B, N, D])."""
+        return self.blocks[-1].mlp.input
+
 
 def _init_weights(module: nn.Module) -> None:
     """The official init: truncated normal (std 0.02) for Linear weights, zero bias."""
