@@ -111,6 +111,9 @@ class TrainConfig:
     clip_grad: float | None = None
     amp: bool = True  # mixed precision on CUDA (ignored on CPU)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    accum_steps: int = 1  # gradient accumulation: micro-batches per optimizer step
+    sync_bn: bool = False  # SyncBatchNorm under DDP (CUDA only)
+    deterministic: bool = False  # deterministic kernels (slower; see README "Long runs")
     progress: bool = True  # tqdm bars
     eval_batches: int | None = None  # limit validation batches (None: all)
     firing_batches: int = 2  # validation batches used for the firing-rate summary
@@ -355,10 +358,27 @@ def _check_values(config: Config) -> None:
         (config.train.epochs > 0, "train.epochs", config.train.epochs, "positive"),
         (config.data.batch_size > 0, "data.batch_size", config.data.batch_size, "positive"),
         (config.train.lr > 0, "train.lr", config.train.lr, "positive"),
+        (config.train.accum_steps > 0, "train.accum_steps", config.train.accum_steps, "positive"),
+        (config.data.batch_size % config.train.accum_steps == 0, "data.batch_size",
+         config.data.batch_size, f"divisible by train.accum_steps={config.train.accum_steps}"),
     ]
     for ok, key, value, expected in checks:
         if not ok:
             raise ConfigError(f"{key} must be {expected}, got {value!r}")
+    _check_names(config)
+
+
+def _check_names(config: Config) -> None:
+    """Unknown model / neuron / encoding / dataset names fail at load time, naming the valid ones."""
+    from .data import DATASETS  # late: these import torch and the registries
+    from .encoders import ENCODERS
+    from .models import MODELS
+    from .neurons import NEURONS
+
+    MODELS.canonical(config.model.name)
+    NEURONS.canonical(config.neuron.type)
+    ENCODERS.canonical(config.model.encoding)
+    DATASETS.canonical(config.data.name)
 
 
 # --------------------------------------------------------------------------------------------

@@ -23,6 +23,8 @@ import json
 import math
 import os
 import random
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +35,7 @@ from typing import Any, Iterable
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from .analysis.firing import firing_rates, mean_firing_rate
@@ -238,14 +241,105 @@ def _progress(iterable, enabled: bool, **kwargs):
 
 
 # --------------------------------------------------------------------------------------------
+# Distributed (torchrun) and stop signals
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Distributed:
+    """Where this process sits in a torchrun job (rank 0 of 1 when not distributed)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    def all_sum(self, values: list[float], device: torch.device) -> list[float]:
+        """Sum ``values`` over ranks (metrics are reduced as sums, then divided)."""
+        if not self.enabled:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=device)
+        dist.all_reduce(t)
+        return t.tolist()
+
+
+def init_distributed(device: torch.device) -> Distributed:
+    """Join the process group torchrun set up (``WORLD_SIZE`` > 1): NCCL on GPUs, gloo on CPU."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return Distributed()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+
+
+class StopSignal:
+    """SIGTERM / SIGINT set a flag; the loop checks it between steps, checkpoints and stops.
+
+    A job scheduler's SIGTERM (or Ctrl-C) therefore costs at most one step of work.
+    """
+
+    def __init__(self):
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopSignal":
+        if threading_is_main():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.received = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def threading_is_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """The run stopped on a signal after writing a resumable checkpoint."""
+
+
+# --------------------------------------------------------------------------------------------
 # One epoch
 # --------------------------------------------------------------------------------------------
 
 
+@dataclass
+class EpochState:
+    """Running sums of one training epoch (checkpointed mid-epoch on a stop signal)."""
+
+    step: int = 0
+    loss_sum: float = 0.0
+    correct: float = 0.0
+    seen: float = 0.0
+
+
 def train_one_epoch(model, loader, optimizer, loss_fn, device, *, scaler, amp: bool, mixup,
-                    clip_grad: float | None, progress: bool, epoch: int) -> dict[str, float]:
+                    clip_grad: float | None, accum_steps: int, progress: bool, epoch: int,
+                    state: EpochState, stop: StopSignal | None = None, ddp: Distributed = Distributed(),
+                    on_stop=None) -> EpochState:
+    """Train over ``loader`` (which already skips ``state.step`` batches when resuming).
+
+    A batch is split into ``accum_steps`` interleaved micro-batches (``x[j::accum_steps]``),
+    whose gradients are summed before one optimizer step: exactly what ``accum_steps`` DDP
+    processes would compute on their shares of the same global batch.
+    """
     model.train()
-    total_loss = correct = seen = 0.0
     for images, labels in _progress(loader, progress, desc=f"epoch {epoch}", leave=False):
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
@@ -254,24 +348,47 @@ def train_one_epoch(model, loader, optimizer, loss_fn, device, *, scaler, amp: b
             images, labels = mixup(images, labels)
         elif mixup is not None:
             labels = _smooth_one_hot(labels, mixup.num_classes, mixup.label_smoothing)
-        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-            logits = model(images)
-            loss = loss_fn(logits, labels)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}; the last good "
-                                     f"checkpoint is kept")
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        batch_loss = 0.0
+        for j in range(accum_steps):
+            micro_x, micro_y = images[j::accum_steps], labels[j::accum_steps]
+            sync = j == accum_steps - 1 or not ddp.enabled
+            context = model.no_sync() if not sync and hasattr(model, "no_sync") else _null()
+            with context:
+                with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+                    logits = model(micro_x)
+                    loss = loss_fn(logits, micro_y)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"loss is {loss.item()} at epoch {epoch}, step {state.step}; training "
+                        f"stopped and the last good checkpoint is kept")
+                # each micro-batch is 1/accum of the batch: scale so the gradients add to the mean
+                scaler.scale(loss / accum_steps).backward()
+            batch_loss += loss.item() / accum_steps  # .item() syncs once per micro-step
+            state.correct += (logits.argmax(-1) == hard_labels[j::accum_steps]).sum().item()
         if clip_grad:
             scaler.unscale_(optimizer)
             nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
         scaler.step(optimizer)
         scaler.update()
-        # .item() syncs with the GPU once per step; cheap next to a spiking forward/backward
-        total_loss += loss.item() * len(images)
-        correct += (logits.argmax(-1) == hard_labels).sum().item()
-        seen += len(images)
-    return {"train_loss": total_loss / seen, "train_acc1": 100.0 * correct / seen}
+        state.loss_sum += batch_loss * len(images)
+        state.seen += len(images)
+        state.step += 1
+        if stop is not None and on_stop is not None and _stop_requested(stop, ddp, device):
+            on_stop(state)
+    return state
+
+
+def _null():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def _stop_requested(stop: StopSignal, ddp: Distributed, device) -> bool:
+    """True on every rank as soon as one rank got a signal (so all stop at the same step)."""
+    flag = float(stop.received is not None)
+    return ddp.all_sum([flag], device)[0] > 0 if ddp.enabled else bool(flag)
 
 
 def _smooth_one_hot(labels: torch.Tensor, num_classes: int, smoothing: float) -> torch.Tensor:
@@ -281,7 +398,9 @@ def _smooth_one_hot(labels: torch.Tensor, num_classes: int, smoothing: float) ->
 
 
 @torch.no_grad()
-def evaluate(model, loader, device, *, amp: bool, max_batches: int | None = None) -> dict[str, float]:
+def evaluate(model, loader, device, *, amp: bool, max_batches: int | None = None,
+             ddp: Distributed = Distributed()) -> dict[str, float]:
+    """Validation loss, top-1 and top-5 (percent), summed over this rank's share and reduced."""
     model.eval()
     loss_fn = nn.CrossEntropyLoss(reduction="sum")
     total_loss = top1 = top5 = seen = 0.0
@@ -294,6 +413,7 @@ def evaluate(model, loader, device, *, amp: bool, max_batches: int | None = None
         total_loss += loss_fn(logits.float(), labels).item()
         c1, c5 = accuracy(logits, labels)
         top1, top5, seen = top1 + c1, top5 + c5, seen + len(images)
+    total_loss, top1, top5, seen = ddp.all_sum([total_loss, top1, top5, seen], device)
     return {"val_loss": total_loss / seen, "val_acc1": 100.0 * top1 / seen,
             "val_acc5": 100.0 * top5 / seen}
 
@@ -303,88 +423,172 @@ def evaluate(model, loader, device, *, amp: bool, max_batches: int | None = None
 # --------------------------------------------------------------------------------------------
 
 
-def fit(config: Config) -> RunRecord:
-    """Train ``config`` to completion (resuming from ``last.pt`` if present) -> RunRecord."""
+def fit(config: Config, *, gpus: int = 1, resume_from: str | Path | None = None,
+        force: bool = False) -> RunRecord:
+    """Train ``config`` to completion -> RunRecord.
+
+    * A finished run with the same settings is returned as it is; an unfinished one resumes
+      from its ``last.pt`` (end of the last epoch, or mid-epoch after a stop signal).
+    * ``gpus > 1`` (outside torchrun) launches ``torchrun --nproc_per_node=gpus -m stlib.train``
+      on the saved config and returns its record; under torchrun every rank calls ``fit``.
+    * ``resume_from``: start from another checkpoint; one from a different config is refused
+      unless ``force``.
+    """
     run_dir = config.run_dir
-    ckpt_dir = run_dir / "checkpoints"
     if (run_dir / "summary.json").is_file():
         record = RunRecord.load(run_dir)
         if record.finished:
             return record
+    if gpus > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return launch_torchrun(config, gpus)
 
     device = resolve_device(config.train.device)
+    ddp = init_distributed(device)
+    if ddp.enabled and device.type == "cuda":
+        device = torch.device("cuda", ddp.local_rank)
+        torch.cuda.set_device(device)
+    set_determinism(config.train.deterministic, device)
     amp = config.train.amp and device.type == "cuda"
     seed = config.experiment.seed
     seed_everything(seed)
-    bundle = build_dataloaders(config.data, seed=seed, device=device.type)
+    bundle = build_dataloaders(config.data, seed=seed, device=device.type, rank=ddp.rank,
+                               world_size=ddp.world_size)
     model = build_model(config, bundle).to(device)
+    if ddp.enabled and config.train.sync_bn and device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer, scheduler, num_epochs, mixup, loss_fn = build_optimization(
         config, model, bundle.num_classes)
     scaler = torch.amp.GradScaler(device.type, enabled=amp)
 
     start_epoch, best_acc1, seconds, rows = 0, 0.0, 0.0, []
-    last = ckpt_dir / "last.pt"
-    if last.is_file():
-        state = load_checkpoint(last, config)
+    epoch_state = EpochState()
+    ckpt_dir = run_dir / "checkpoints"
+    resume = Path(resume_from) if resume_from else ckpt_dir / "last.pt"
+    if resume.is_file():
+        state = load_checkpoint(resume, config, force=force)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
-        start_epoch, best_acc1, seconds = state["epoch"] + 1, state["best_acc1"], state["seconds"]
+        best_acc1, seconds = state["best_acc1"], state["seconds"]
+        if state.get("step", 0):  # stopped mid-epoch: finish that epoch first
+            start_epoch = state["epoch"]
+            epoch_state = EpochState(state["step"], *state["epoch_sums"])
+        else:
+            start_epoch = state["epoch"] + 1
         rows = [r for r in read_metrics(run_dir / "metrics.csv") if r["epoch"] < start_epoch]
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config.save(run_dir / "config.yaml")
+    elif resume_from:
+        raise FileNotFoundError(f"checkpoint to resume from not found: {resume}")
+    net = model
+    if ddp.enabled:
+        model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if ddp.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config.save(run_dir / "config.yaml")
 
+    first = _first_neuron(net)
     summary = {
         "run_id": config.run_id, "study": config.experiment.study, "model": config.model.name,
         "dataset": config.data.name, "neuron": config.neuron.type,
-        "surrogate": type(_first_neuron(model).surrogate).__name__.lower()
-        if _first_neuron(model) is not None else None,
+        "surrogate": type(first.surrogate).__name__.lower() if first is not None else None,
         "encoding": config.model.encoding, "T": config.model.T, "seed": seed,
-        "params": count_parameters(model.net), "epochs_total": num_epochs,
-        "device": device_name(device), "config_hash": config.config_hash,
+        "params": count_parameters(net.net), "epochs_total": num_epochs,
+        "device": device_name(device), "world_size": ddp.world_size,
+        "config_hash": config.config_hash,
     }
-    scheduler.step(start_epoch)
-    for epoch in range(start_epoch, num_epochs):
-        tic = time.perf_counter()
-        if mixup is not None and config.train.mixup_off_epoch and epoch >= config.train.mixup_off_epoch:
-            mixup.mixup_enabled = False  # the recipe's mixup_off_epoch; targets stay soft
-        loader = bundle.train_loader
-        _seed_loader(loader, seed, epoch)  # shuffling depends on (seed, epoch) only: resumable
-        lr = optimizer.param_groups[0]["lr"]
-        train_stats = train_one_epoch(model, loader, optimizer, loss_fn, device, scaler=scaler,
-                                      amp=amp, mixup=mixup, clip_grad=config.train.clip_grad,
-                                      progress=config.train.progress, epoch=epoch)
-        val_stats = evaluate(model, bundle.val_loader, device, amp=amp,
-                             max_batches=config.train.eval_batches)
-        scheduler.step(epoch + 1)
-        seconds += time.perf_counter() - tic
-        rows.append({"epoch": epoch, "lr": lr, **train_stats, **val_stats,
-                     "seconds": time.perf_counter() - tic})
-        write_metrics(run_dir / "metrics.csv", rows)
-        is_best = val_stats["val_acc1"] > best_acc1
-        best_acc1 = max(best_acc1, val_stats["val_acc1"])
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                 "epoch": epoch, "best_acc1": best_acc1, "seconds": seconds,
-                 "config": config.to_dict(), "config_hash": config.config_hash, "rng": rng_state()}
-        if is_best:
-            save_checkpoint(state, ckpt_dir / "best.pt")
-        save_checkpoint(state, last)
-        summary.update(epochs_done=epoch + 1, best_acc1=best_acc1,
-                       final_acc1=val_stats["val_acc1"], seconds=round(seconds, 2),
-                       status="running")
-        atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
 
-    rates = firing_rates(model, bundle.val_loader, device, max_batches=config.train.firing_batches)
-    write_firing(run_dir / "firing.csv", rates)
-    summary.update(mean_firing_rate=mean_firing_rate(rates), status="finished")
-    if "final_acc1" not in summary:  # resumed after the last epoch had already been saved
-        summary.update(epochs_done=num_epochs, best_acc1=best_acc1,
-                       final_acc1=rows[-1]["val_acc1"] if rows else None, seconds=round(seconds, 2))
-    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
+    def checkpoint(epoch: int, epoch_state: EpochState | None = None) -> dict[str, Any]:
+        partial = epoch_state is not None
+        return {"model": net.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                "epoch": epoch, "step": epoch_state.step if partial else 0,
+                "epoch_sums": [epoch_state.loss_sum, epoch_state.correct, epoch_state.seen]
+                if partial else [0.0, 0.0, 0.0],
+                "best_acc1": best_acc1, "seconds": seconds, "config": config.to_dict(),
+                "config_hash": config.config_hash, "rng": rng_state()}
+
+    scheduler.step(start_epoch)
+    with StopSignal() as stop:
+        for epoch in range(start_epoch, num_epochs):
+            tic = time.perf_counter()
+            if mixup is not None and config.train.mixup_off_epoch and epoch >= config.train.mixup_off_epoch:
+                mixup.mixup_enabled = False  # the recipe's mixup_off_epoch; targets stay soft
+            sampler = bundle.train_loader.sampler
+            sampler.set_epoch(epoch)  # the order depends on (seed, epoch) only: resumable
+            sampler.skip(epoch_state.step * bundle.train_loader.batch_size)
+            lr = optimizer.param_groups[0]["lr"]
+
+            def on_stop(partial: EpochState, epoch=epoch, tic=tic):
+                nonlocal seconds
+                seconds += time.perf_counter() - tic
+                if ddp.is_main:
+                    save_checkpoint(checkpoint(epoch, partial), ckpt_dir / "last.pt")
+                raise RunInterrupted(f"stopped by signal {stop.received} at epoch {epoch}, step "
+                                     f"{partial.step}; rerun the same settings to resume")
+
+            epoch_state = train_one_epoch(
+                model, bundle.train_loader, optimizer, loss_fn, device, scaler=scaler, amp=amp,
+                mixup=mixup, clip_grad=config.train.clip_grad,
+                accum_steps=config.train.accum_steps, progress=config.train.progress and ddp.is_main,
+                epoch=epoch, state=epoch_state, stop=stop, ddp=ddp, on_stop=on_stop)
+            loss_sum, correct, seen = ddp.all_sum(
+                [epoch_state.loss_sum, epoch_state.correct, epoch_state.seen], device)
+            epoch_state = EpochState()
+            val_stats = evaluate(model, bundle.val_loader, device, amp=amp,
+                                 max_batches=config.train.eval_batches, ddp=ddp)
+            scheduler.step(epoch + 1)
+            seconds += time.perf_counter() - tic
+            rows.append({"epoch": epoch, "lr": lr, "train_loss": loss_sum / seen,
+                         "train_acc1": 100.0 * correct / seen, **val_stats,
+                         "seconds": time.perf_counter() - tic})
+            is_best = val_stats["val_acc1"] > best_acc1
+            best_acc1 = max(best_acc1, val_stats["val_acc1"])
+            summary.update(epochs_done=epoch + 1, best_acc1=best_acc1,
+                           final_acc1=val_stats["val_acc1"], seconds=round(seconds, 2),
+                           status="running")
+            if ddp.is_main:
+                write_metrics(run_dir / "metrics.csv", rows)
+                state = checkpoint(epoch)
+                if is_best:
+                    save_checkpoint(state, ckpt_dir / "best.pt")
+                save_checkpoint(state, ckpt_dir / "last.pt")
+                atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
+
+    if ddp.is_main:
+        rates = firing_rates(net, bundle.val_loader, device, max_batches=config.train.firing_batches)
+        write_firing(run_dir / "firing.csv", rates)
+        summary.update(mean_firing_rate=mean_firing_rate(rates), status="finished")
+        if "final_acc1" not in summary:  # resumed after the last epoch had already been saved
+            summary.update(epochs_done=num_epochs, best_acc1=best_acc1,
+                           final_acc1=rows[-1]["val_acc1"] if rows else None,
+                           seconds=round(seconds, 2))
+        atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
+    if ddp.enabled:
+        dist.barrier()
     return RunRecord.load(run_dir)
+
+
+def set_determinism(enabled: bool, device: torch.device) -> None:
+    """``train.deterministic``: deterministic kernels everywhere (an error where none exists)."""
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick fast kernels
+
+
+def launch_torchrun(config: Config, gpus: int) -> RunRecord:
+    """Run this config under ``torchrun --nproc_per_node=gpus`` (for notebooks' ``gpus``)."""
+    config.run_dir.mkdir(parents=True, exist_ok=True)
+    path = config.run_dir / "config.yaml"
+    config.save(path)
+    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={gpus}",
+               "-m", "stlib.train", str(path)]
+    subprocess.run(command, check=True)
+    return RunRecord.load(config.run_dir)
 
 
 def _first_neuron(model: nn.Module):
@@ -394,23 +598,20 @@ def _first_neuron(model: nn.Module):
     return found[0][1] if found else None
 
 
-def _seed_loader(loader, seed: int, epoch: int) -> None:
-    generator = loader.generator or getattr(loader.sampler, "generator", None)
-    if generator is not None:
-        generator.manual_seed(seed * 100_003 + epoch)
-
-
-def load_checkpoint(path: Path, config: Config) -> dict[str, Any]:
-    """Load ``last.pt`` with ``weights_only=True``; refuse one from another config."""
+def load_checkpoint(path: Path, config: Config, *, force: bool = False) -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``; refuse one from another config
+    unless ``force`` (the file is never modified)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated, foreign or corrupt file
         raise RuntimeError(f"cannot read checkpoint {path}: {err.__class__.__name__}: {err}. "
-                           f"Move it away to start the run afresh.") from None
-    if not isinstance(state, dict) or state.get("config_hash") != config.config_hash:
-        found = state.get("config_hash") if isinstance(state, dict) else None
-        raise RuntimeError(f"checkpoint {path} belongs to config {found!r}, not to this run's "
-                           f"{config.config_hash!r}; refusing to resume from it")
+                           f"It is left as it is; move it away to start the run afresh.") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise RuntimeError(f"{path} is not an stlib checkpoint (no model state or config hash)")
+    if state.get("config_hash") != config.config_hash and not force:
+        raise RuntimeError(f"checkpoint {path} belongs to config {state.get('config_hash')!r}, "
+                           f"not to this run's {config.config_hash!r}; refusing to resume from it "
+                           f"(pass --force to resume anyway)")
     return state
 
 
@@ -438,13 +639,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default=None, help="e.g. quick")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="dotted override, e.g. train.epochs=5")
+    parser.add_argument("--resume", default=None, metavar="CHECKPOINT",
+                        help="resume from this checkpoint instead of the run's own last.pt")
+    parser.add_argument("--force", action="store_true",
+                        help="resume even if the checkpoint comes from a different config")
+    parser.add_argument("--gpus", type=int, default=1,
+                        help="launch torchrun with this many processes (or call torchrun yourself)")
     args = parser.parse_args(argv)
     try:
         config = load_params(args.params, preset=args.preset, overrides=args.overrides)
-    except ConfigError as err:
+    except ValueError as err:  # ConfigError and unknown registry names
         print(f"error: {err}", file=sys.stderr)
         return 2
-    record = fit(config)
+    try:
+        record = fit(config, gpus=args.gpus, resume_from=args.resume, force=args.force)
+    except RunInterrupted as err:
+        print(f"interrupted: {err}", file=sys.stderr)
+        return 130
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
     print(json.dumps(record.summary, indent=2))
     return 0
 

@@ -90,9 +90,13 @@ def test_foreign_or_truncated_checkpoint_is_refused_and_kept(tmp_path):
     with pytest.raises(RuntimeError, match="cannot read checkpoint"):
         fit(config)
     assert last.read_bytes() == b"not a checkpoint"  # nothing written over
-    torch.save({"config_hash": "other"}, last)
-    with pytest.raises(RuntimeError, match="belongs to config 'other'"):
+    torch.save({"weights": 1}, last)
+    with pytest.raises(RuntimeError, match="not an stlib checkpoint"):
         fit(config)
+    torch.save({"config_hash": "other", "model": {}}, last)
+    with pytest.raises(RuntimeError, match="belongs to config 'other'.*--force"):
+        fit(config)
+    assert torch.load(last, weights_only=True)["config_hash"] == "other"  # kept
 
 
 def test_atomic_write_leaves_the_old_file_on_failure(tmp_path):
@@ -121,15 +125,14 @@ def test_command_line_trains_and_rejects_bad_keys(tmp_path, capsys):
     assert "did you mean 'train.epochs'" in capsys.readouterr().err
 
 
-def test_unknown_names_fail_before_anything_is_written(tmp_path):
+def test_unknown_names_fail_when_the_config_loads(tmp_path):
     from stlib.registry import UnknownNameError
 
     for override, valid in [("neuron.type=LIFF", "PLIF"), ("model.name=spikformer_9", "spikformer_4_384"),
                             ("model.encoding=ratee", "rate"), ("data.name=digitz", "digits")]:
-        config = tiny_config(tmp_path, override)
         with pytest.raises(UnknownNameError, match=valid):
-            fit(config)
-        assert not config.run_dir.exists()
+            tiny_config(tmp_path, override)
+    assert not any(tmp_path.iterdir())  # nothing written
 
 
 def test_missing_data_root_is_one_clear_error(tmp_path):
