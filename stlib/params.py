@@ -420,3 +420,28 @@ def from_notebook(params_file: str | None = DEFAULT_PARAMS, preset: str | None =
     merged = _deep_merge(parse_overrides(dotted), extra)
     flat = {f"{s}.{k}": v for s, keys in merged.items() for k, v in keys.items()}
     return load_params(params_file or DEFAULT_PARAMS, preset=preset or None, overrides=flat)
+
+
+def params_for(model: str, dataset: str) -> str:
+    """The params file (repo-relative) whose recipe trains ``model`` on ``dataset``.
+
+    Looks through ``params/<family>/<dataset>.yaml`` for the file whose ``model.name`` is
+    ``model``; an unknown pair is an error listing every (model, dataset) pair there is.
+    """
+    pairs: dict[tuple[str, str], Path] = {}
+    for path in sorted(PARAMS_DIR.glob("*/*.yaml")):
+        if path.parent.name in ("presets", "sweeps"):
+            continue
+        try:
+            raw = _read_with_bases(path)
+        except ConfigError:
+            continue
+        name = (raw.get("model") or {}).get("name", ModelConfig.name)
+        pairs.setdefault((name, path.stem), path)
+    if (model, dataset) not in pairs:
+        valid = [f"{m} on {d}" for m, d in sorted(pairs)]
+        near = closest(f"{model} on {dataset}", valid)
+        hint = f"; did you mean {near!r}?" if near else ""
+        raise ConfigError(f"no params file trains {model!r} on {dataset!r}{hint} "
+                          f"available: {', '.join(valid)}")
+    return str(pairs[(model, dataset)].relative_to(PARAMS_DIR.parent))

@@ -54,3 +54,27 @@ def test_unknown_notebook_parameter_is_refused(tmp_path):
 
     with pytest.raises(ValueError, match="nueron.*valid.*neuron"):
         run_notebook("neuron_test", tmp_path / "x.ipynb", nueron="PLIF")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["spikformer_4_384", "sdt_2_512"])
+def test_architecture_notebook_quick(tmp_path, monkeypatch, model):
+    papermill = pytest.importorskip("papermill")
+    from stlib.models import MODELS
+
+    if model not in MODELS:
+        pytest.skip(f"{model} is not registered")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    out = tmp_path / f"arch_{model}.ipynb"
+    params = dict(model=model, dataset="cifar10", preset="quick", epochs=4,
+                  output_dir=str(tmp_path / "outputs"))
+    papermill.execute_notebook(str(REPO / "notebooks/architecture_reproduction.ipynb"), str(out),
+                               parameters=params, kernel_name="python3", cwd=str(REPO),
+                               progress_bar=False)
+    from stlib.params import params_for
+
+    config = from_notebook(params_for(model, "cifar10"), "quick", epochs=4, seed=0, device="auto",
+                           output_dir=params["output_dir"], study="architecture_reproduction")
+    summary = json.loads((config.run_dir / "summary.json").read_text())
+    assert summary["model"] == model and summary["status"] == "finished"
+    assert summary["final_acc1"] > 50.0, summary  # 10 classes: well above chance after 4 epochs
