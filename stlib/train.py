@@ -7,8 +7,10 @@ checkpoint -> log. A run lives in ``<output_dir>/<study>/<run_id>/``::
     metrics.csv          one row per epoch: epoch, lr, train_loss, train_acc1, val_loss,
                          val_acc1, val_acc5, seconds
     summary.json         model, dataset, neuron, encoding, T, params, epochs_done, best_acc1,
-                         final_acc1, mean_firing_rate, seconds, device, config_hash, ...
-    firing.csv           firing rate per neuron layer on validation batches
+                         final_acc1, mean_firing_rate, energy_mj, seconds, device,
+                         config_hash, ...
+    firing.csv           firing rate per neuron layer (overall and per time step) on
+                         validation batches
     checkpoints/last.pt  written atomically every epoch; a rerun resumes from it
     checkpoints/best.pt  the best validation top-1 so far
 
@@ -38,7 +40,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .analysis.firing import firing_rates, mean_firing_rate
+from .analysis.energy import energy_report
+from .analysis.firing import firing_rates_per_step, mean_firing_rate
 from .data import DataBundle, build_dataloaders
 from .encoders import InputEncoder
 from .models import create_model
@@ -82,7 +85,7 @@ class RunRecord:
         import pandas as pd
 
         keys = ["model", "neuron", "dataset", "encoding", "T", "params", "epochs_done",
-                "best_acc1", "final_acc1", "mean_firing_rate", "seconds", "device"]
+                "best_acc1", "final_acc1", "mean_firing_rate", "energy_mj", "seconds", "device"]
         return pd.DataFrame([{k: self.summary.get(k) for k in keys}])
 
 
@@ -191,11 +194,21 @@ def accuracy(logits: torch.Tensor, target: torch.Tensor, ks: Iterable[int] = (1,
 # --------------------------------------------------------------------------------------------
 
 
+class TimeFirst(nn.Module):
+    """Event frames from the loader ``[B, T, P, H, W]`` -> the models' layout ``[T, B, P, H, W]``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.transpose(0, 1)
+
+
 def build_model(config: Config, bundle: DataBundle) -> nn.Sequential:
-    """Encoder + spiking network: ``images [B, C, H, W] -> logits [B, classes]``.
+    """Input stage + spiking network: ``images [B, C, H, W]`` (or event frames
+    ``[B, T, P, H, W]``) ``-> logits [B, classes]``.
 
     The neuron type and its settings come from ``config.neuron`` (None = the neuron's own
     default), so the configured surrogate and alpha reach every neuron of the model.
+    Event frames are already spikes: they are put time-first and neither encoded nor
+    normalized, so an encoding other than ``direct`` is refused for them.
     """
     T = config.model.T
     settings = {k: v for k, v in vars(config.neuron).items() if k != "type" and v is not None}
@@ -203,9 +216,17 @@ def build_model(config: Config, bundle: DataBundle) -> nn.Sequential:
     arch = dict(num_classes=config.model.num_classes or bundle.num_classes, T=T,
                 img_size=bundle.img_size, in_chans=bundle.in_chans)
     net = create_model(config.model.name, neuron=neuron, **{**arch, **config.model.kwargs})
-    encoder = InputEncoder(config.model.encoding, T, bundle.mean, bundle.std,
-                           seed=config.experiment.seed)
-    return nn.Sequential(OrderedDict(encoder=encoder, net=net))
+    events = getattr(bundle, "kind", "images") == "events"
+    if events and config.model.encoding != "direct":
+        raise ConfigError(f"model.encoding={config.model.encoding!r} cannot apply to event data "
+                          f"({bundle.name} frames are already spikes); use direct")
+    if events and bundle.time_steps != T:
+        raise ConfigError(f"{bundle.name} frames have {bundle.time_steps} time bins but "
+                          f"model.T={T}")
+    encoder = InputEncoder(config.model.encoding, T, None if events else bundle.mean,
+                           None if events else bundle.std, seed=config.experiment.seed)
+    stages = [("time_first", TimeFirst())] if events else []
+    return nn.Sequential(OrderedDict([*stages, ("encoder", encoder), ("net", net)]))
 
 
 def build_optimization(config: Config, model: nn.Module, num_classes: int):
@@ -557,9 +578,14 @@ def fit(config: Config, *, gpus: int = 1, resume_from: str | Path | None = None,
                 atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
 
     if ddp.is_main:
-        rates = firing_rates(net, bundle.val_loader, device, max_batches=config.train.firing_batches)
-        write_firing(run_dir / "firing.csv", rates)
-        summary.update(mean_firing_rate=mean_firing_rate(rates), status="finished")
+        # firing rates and energy on real validation batches (not a dummy image)
+        per_step = firing_rates_per_step(net, bundle.val_loader, device,
+                                         max_batches=config.train.firing_batches)
+        rates = OrderedDict((name, sum(r) / len(r)) for name, r in per_step.items())
+        write_firing(run_dir / "firing.csv", rates, per_step)
+        energy = energy_report(net, next(iter(bundle.val_loader))[0][:32], device)
+        summary.update(mean_firing_rate=mean_firing_rate(rates), energy_mj=energy["energy_mj"],
+                       sops=energy["sops"], status="finished")
         if "final_acc1" not in summary:  # resumed after the last epoch had already been saved
             summary.update(epochs_done=num_epochs, best_acc1=best_acc1,
                            final_acc1=rows[-1]["val_acc1"] if rows else None,
@@ -622,8 +648,14 @@ def write_metrics(path: Path, rows: list[dict[str, float]]) -> None:
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
-def write_firing(path: Path, rates: dict[str, float]) -> None:
-    lines = ["layer,firing_rate"] + [f"{name},{rate:.6g}" for name, rate in rates.items()]
+def write_firing(path: Path, rates: dict[str, float],
+                 per_step: dict[str, list[float]] | None = None) -> None:
+    """``firing.csv``: one row per neuron layer, its rate over all steps, then per step."""
+    per_step = per_step or {}
+    T = len(next(iter(per_step.values()))) if per_step else 0
+    lines = ["layer,firing_rate" + "".join(f",t{t}" for t in range(T))]
+    lines += [f"{name},{rate:.6g}" + "".join(f",{r:.6g}" for r in per_step.get(name, []))
+              for name, rate in rates.items()]
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 

@@ -11,7 +11,8 @@ from stlib.params import load_params
 from stlib.train import RunRecord, fit, main
 
 SUMMARY_KEYS = {"model", "dataset", "neuron", "encoding", "T", "params", "epochs_done",
-                "best_acc1", "final_acc1", "mean_firing_rate", "seconds", "device", "config_hash"}
+                "best_acc1", "final_acc1", "mean_firing_rate", "energy_mj", "seconds", "device",
+                "config_hash"}
 
 
 def tiny_config(tmp_path, *extra):
@@ -40,7 +41,8 @@ def test_fit_writes_the_run_record(tmp_path):
     assert header == "epoch,lr,train_loss,train_acc1,val_loss,val_acc1,val_acc5,seconds"
     assert [r["epoch"] for r in record.metrics] == [0, 1, 2]
     rates = (run / "firing.csv").read_text().splitlines()
-    assert rates[0] == "layer,firing_rate" and len(rates) == 1 + 12
+    assert rates[0] == "layer,firing_rate,t0,t1" and len(rates) == 1 + 12
+    assert summary["energy_mj"] > 0
     # the same settings again: the finished record comes back without training
     again = fit(tiny_config(tmp_path))
     assert again.summary == record.summary

@@ -1,1 +1,1 @@
-"""Looking inside trained models: firing rates, plots (Grad-CAM and energy come later)."""
+"""Looking inside trained models: firing rates, energy, Grad-CAM over time, plots."""

@@ -11,15 +11,25 @@ Figure 2 of the paper, top to bottom::
 Quirk of the official code: every block builds two ``nn.LayerNorm`` that are never used
 (6,144 parameters at 4-384). They are not built here, so Spikformer-4-384 for 10 classes has
 9,324,730 parameters (the paper's "9.32M"; the official code counts 9,330,874).
+
+Other official configs (``imagenet/model.py``, ``cifar10dvs/model.py``): the SPS pools after
+every stage (224 -> 14, N = 196; DVS 128 -> 8, N = 64) and q/k/v have no bias
+(``qkv_bias=False``; the official 1x1 Conv1d layout has the same parameters as Linear).
+ImageNet computes ``Q (K^T V)``, the same product. DVS uses scale 0.25 and 16 heads; its
+unused ``pos_embed`` (1 x 64 x 256) and LayerNorms are not built, so the DVS model has the
+paper's 2,566,666 parameters (the official code: 2,585,610).
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import functools
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
 
 from ..layers import SPS, MeanTokenHead, SpikingBlock, SpikingMLP, get_attention
+from ..layers.grid import fit_pools
+from ..layers.input_check import to_time_major
 from ._registry import register_model
 
 NeuronFactory = Callable[..., nn.Module]
@@ -32,60 +42,59 @@ def default_neuron(T: int) -> NeuronFactory:
     return neuron_factory("LIF", T=T, detach_reset=True)
 
 
-class Spikformer(nn.Module):
-    """Spikformer for static images or pre-encoded input.
+def build_blocks(depth: int, dim: int, *, num_heads: int, mlp_ratio: float,
+                 neuron: NeuronFactory, attn: str | type[nn.Module],
+                 attn_kwargs: dict[str, Any] | None, attn_scale: float, attn_v_threshold: float,
+                 mlp_layer: Callable[..., nn.Module]) -> nn.ModuleList:
+    """``depth`` x ``SpikingBlock(attn, mlp)`` on tokens ``[T, B, N, dim]``.
 
-    ``x [B, C, H, W]`` (repeated over T: direct encoding) or ``[T, B, C, H, W]`` (an encoder's
-    output) -> logits ``[B, classes]`` (the mean over T), or ``[T, B, classes]`` with
-    ``per_step_logits=True``.
+    ``attn`` is looked up in :data:`stlib.layers.ATTENTIONS` and called as
+    ``attn(dim, num_heads=, neuron=, scale=, attn_v_threshold=, **attn_kwargs)``: a plugged-in
+    attention's own extras (STAtten's ``chunk_size``) ride in ``attn_kwargs``.
+    ``mlp_layer(dim, hidden, neuron=)`` builds the MLP (hidden = ``mlp_ratio * dim``).
+    """
+    attn_layer = functools.partial(get_attention(attn), **(attn_kwargs or {}))
+    return nn.ModuleList(
+        SpikingBlock(
+            attn=attn_layer(dim, num_heads=num_heads, neuron=neuron, scale=attn_scale,
+                            attn_v_threshold=attn_v_threshold),
+            mlp=mlp_layer(dim, int(dim * mlp_ratio), neuron=neuron),
+        )
+        for _ in range(depth)
+    )
+
+
+class TokenTransformer(nn.Module):
+    """Shared plumbing of the Spikformer-family models (Spikformer, Spikingformer, SDT v1, and
+    Meta-SpikeFormer): direct encoding, input checks, ``patch_embed -> blocks -> head``.
+
+    A subclass calls :meth:`setup` first, then builds ``patch_embed`` (``[T, B, C, H, W] ->
+    [T, B, N, D]``), ``blocks`` (each with ``mlp.input``, the Grad-CAM target) and ``head``;
+    hierarchical models override ``forward_features`` and ``cam_target_layer``.
     """
 
-    def __init__(self, *, img_size: int = 32, in_chans: int = 3, num_classes: int = 10,
-                 embed_dim: int = 384, depth: int = 4, num_heads: int = 12,
-                 mlp_ratio: float = 4.0, T: int = 4,
-                 pool_stages: Sequence[bool] = (False, False, True, True),
-                 attn: str = "ssa", attn_scale: float = 0.125, attn_v_threshold: float = 0.5,
-                 neuron: NeuronFactory | None = None, per_step_logits: bool = False):
-        super().__init__()
+    T: int
+    img_size: int
+    in_chans: int
+
+    def setup(self, *, T: int, img_size: int, in_chans: int, num_classes: int, embed_dim: int,
+              neuron: NeuronFactory | None) -> NeuronFactory:
+        """Check T, keep the input geometry, and return the neuron factory (None: the papers'
+        LIF). Called first by every subclass ``__init__``."""
         if T <= 0:
             raise ValueError(f"T must be a positive number of time steps, got {T}")
         self.T, self.img_size, self.in_chans = T, img_size, in_chans
         self.num_classes, self.embed_dim = num_classes, embed_dim
-        neuron = neuron or default_neuron(T)
-        self.neuron = neuron
-        attn_layer = get_attention(attn)
-        self.patch_embed = SPS(img_size=img_size, in_chans=in_chans, embed_dim=embed_dim,
-                               pool_stages=pool_stages, neuron=neuron)
-        hidden = int(embed_dim * mlp_ratio)
-        self.blocks = nn.ModuleList(
-            SpikingBlock(
-                attn=attn_layer(embed_dim, num_heads=num_heads, neuron=neuron, scale=attn_scale,
-                                attn_v_threshold=attn_v_threshold),
-                mlp=SpikingMLP(embed_dim, hidden, neuron=neuron),
-            )
-            for _ in range(depth)
-        )
-        self.head = MeanTokenHead(embed_dim, num_classes, per_step=per_step_logits)
-        self.apply(_init_weights)
+        self.neuron = neuron or default_neuron(T)
+        return self.neuron
 
     def to_sequence(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, C, H, W]`` -> ``[T, B, C, H, W]`` (direct encoding); 5-D input is checked."""
-        if x.dim() == 4:
-            return x.unsqueeze(0).repeat(self.T, 1, 1, 1, 1)
-        if x.dim() != 5:
-            raise ValueError(f"Spikformer expects [B, C, H, W] or [T, B, C, H, W], got shape "
-                             f"{tuple(x.shape)}")
-        if x.shape[0] != self.T:
-            raise ValueError(f"input has {x.shape[0]} time steps, the model was built for "
-                             f"T={self.T}")
-        return x
+        return to_time_major(x, T=self.T, in_chans=self.in_chans, img_size=self.img_size,
+                             model=type(self).__name__)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.to_sequence(x)
-        if x.shape[2] != self.in_chans or x.shape[-1] != self.img_size or x.shape[-2] != self.img_size:
-            raise ValueError(f"input {tuple(x.shape[2:])} does not match the model's "
-                             f"(C, H, W) = ({self.in_chans}, {self.img_size}, {self.img_size})")
-        x = self.patch_embed(x)  # [T, B, N, D]
+        x = self.patch_embed(self.to_sequence(x))  # [T, B, N, D]
         for block in self.blocks:
             x = block(x)
         return x
@@ -99,6 +108,45 @@ class Spikformer(nn.Module):
     def cam_target_layer(self) -> nn.Module:
         """Grad-CAM's default target: the input of the last block's MLP (tokens [T, B, N, D])."""
         return self.blocks[-1].mlp.input
+
+
+class Spikformer(TokenTransformer):
+    """Spikformer for static images or pre-encoded input (event frames included).
+
+    ``attn`` names the attention in :data:`stlib.layers.ATTENTIONS` (``"ssa"``; any class
+    taking ``(dim, *, num_heads, neuron, scale, attn_v_threshold)`` plugs in);
+    ``qkv_bias=False`` is passed on to it only when set (the ImageNet and DVS models), and
+    ``attn_kwargs`` carries an attention's own extra arguments. An image too small for
+    ``pool_stages`` keeps only the last poolings (:func:`stlib.layers.grid.fit_pools`: the
+    ImageNet / DVS configs on the quick preset's 8x8 digits pool 8 -> 2 like CIFAR).
+
+    ``x [B, C, H, W]`` (repeated over T: direct encoding) or ``[T, B, C, H, W]`` (an encoder's
+    output) -> logits ``[B, classes]`` (the mean over T), or ``[T, B, classes]`` with
+    ``per_step_logits=True``.
+    """
+
+    def __init__(self, *, img_size: int = 32, in_chans: int = 3, num_classes: int = 10,
+                 embed_dim: int = 384, depth: int = 4, num_heads: int = 12,
+                 mlp_ratio: float = 4.0, T: int = 4,
+                 pool_stages: Sequence[bool] = (False, False, True, True),
+                 attn: str = "ssa", attn_scale: float = 0.125, attn_v_threshold: float = 0.5,
+                 qkv_bias: bool = True, attn_kwargs: dict[str, Any] | None = None,
+                 neuron: NeuronFactory | None = None, per_step_logits: bool = False):
+        super().__init__()
+        neuron = self.setup(T=T, img_size=img_size, in_chans=in_chans, num_classes=num_classes,
+                            embed_dim=embed_dim, neuron=neuron)
+        # images too small for the pooling keep its last poolings (quick preset: 8 -> 2)
+        self.pool_stages = fit_pools(img_size, pool_stages)
+        self.patch_embed = SPS(img_size=img_size, in_chans=in_chans, embed_dim=embed_dim,
+                               pool_stages=self.pool_stages, neuron=neuron)
+        # qkv_bias is passed only when off, so attentions without the option still plug in
+        attn_kwargs = {**({} if qkv_bias else {"qkv_bias": False}), **(attn_kwargs or {})}
+        self.blocks = build_blocks(depth, embed_dim, num_heads=num_heads, mlp_ratio=mlp_ratio,
+                                   neuron=neuron, attn=attn, attn_kwargs=attn_kwargs,
+                                   attn_scale=attn_scale, attn_v_threshold=attn_v_threshold,
+                                   mlp_layer=SpikingMLP)
+        self.head = MeanTokenHead(embed_dim, num_classes, per_step=per_step_logits)
+        self.apply(_init_weights)
 
 
 def _init_weights(module: nn.Module) -> None:
@@ -131,4 +179,31 @@ def spikformer_4_256(**overrides) -> Spikformer:
 def spikformer_2_384(**overrides) -> Spikformer:
     """Spikformer-2-384, CIFAR (12 heads)."""
     arch = dict(depth=2, embed_dim=384, num_heads=12)
+    return _create_spikformer(**{**arch, **overrides})
+
+
+@register_model
+def spikformer_8_384(**overrides) -> Spikformer:
+    """Spikformer-8-384, ImageNet (224, pools after every SPS stage -> 14x14, 12 heads, q/k/v
+    without bias): 16,816,024 parameters at 1000 classes."""
+    arch = dict(depth=8, embed_dim=384, num_heads=12, img_size=224, num_classes=1000,
+                pool_stages=(True, True, True, True), qkv_bias=False)
+    return _create_spikformer(**{**arch, **overrides})
+
+
+@register_model
+def spikformer_8_768(**overrides) -> Spikformer:
+    """Spikformer-8-768, ImageNet (224 -> 14x14, 12 heads, q/k/v without bias): 66,338,632
+    parameters at 1000 classes."""
+    arch = dict(depth=8, embed_dim=768, num_heads=12, img_size=224, num_classes=1000,
+                pool_stages=(True, True, True, True), qkv_bias=False)
+    return _create_spikformer(**{**arch, **overrides})
+
+
+@register_model
+def spikformer_dvs_2_256(**overrides) -> Spikformer:
+    """Spikformer-2-256 for event frames (CIFAR10-DVS: ``[T=16, B, 2, 128, 128]``, pools after
+    every SPS stage -> 8x8, 16 heads, scale 0.25, q/k/v without bias): 2,566,666 parameters."""
+    arch = dict(depth=2, embed_dim=256, num_heads=16, img_size=128, in_chans=2, T=16,
+                pool_stages=(True, True, True, True), attn_scale=0.25, qkv_bias=False)
     return _create_spikformer(**{**arch, **overrides})

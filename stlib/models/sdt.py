@@ -1,0 +1,96 @@
+"""Spike-driven Transformer (SDT v1; Yao et al., NeurIPS 2023).
+
+Paper: https://arxiv.org/abs/2307.01694 ; official code: BICLab/Spike-Driven-Transformer
+(re-implemented from the architecture facts in shared/reference/MODELS-1.md, section 3).
+
+Every conv/linear sees spikes; residuals ("membrane shortcuts") add real values::
+
+    image -> (repeat T) -> MS_SPS (conv-BN-SN-[pool] x3, conv-BN-[pool], x + BN(conv(SN(x))))
+          -> L x [x + SDSA(x), x + MLP(x)]    SDSA = BN(Linear(Q ⊙ SN_0.5(SUM_N(K ⊙ V))))
+          -> mean over tokens -> SN -> Linear -> mean over T -> logits
+
+Spike modes (``--spike-mode`` of the official code and of the neuron-swap fork
+mintii13/Investigating-Spiking-Neural-Models) are just the neuron type: ``neuron="LIF"``,
+``"IF"`` (hard reset) or ``"IFSoft"`` replaces every neuron (tokenizer, shortcut, q/k/v, MLP,
+head) while the talking-heads neuron keeps v_th 0.5 (built with ``neuron(v_threshold=...)``).
+
+The attention is chosen by name from ``stlib.layers.ATTENTIONS`` (``attn="sdsa"``; STAtten on
+this host is ``attn="statten_sdsa", attn_kwargs={"chunk_size": 2}``; ``"sdsa_3"`` is
+Meta-SpikeFormer's RepConv attention).
+
+Quirks of the official code: a ``talking_heads`` Conv1d(h, h) per block (64 parameters at
+h = 8) is created and never used, so it is not built: 2-512 has 10,233,418 parameters at 10
+classes (official 10,233,546) and 10,279,588 at 100 (official 10,279,716; the paper's
+10.28M). ``self.scale = 0.125`` is defined but never applied, and DropPath is never applied.
+The 1x1 convs are Linear layers here (same parameters and default init); only the head gets
+trunc_normal(0.02). The DVS-only "Erode" max-pooling is not implemented.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from torch import nn
+
+from ..layers.grid import fit_pools
+from ..layers.spike_driven import MSSPS, PreActMLP, SpikingTokenHead
+from ._registry import register_model
+from .spikformer import NeuronFactory, TokenTransformer, _init_weights, build_blocks
+
+
+class SpikeDrivenTransformer(TokenTransformer):
+    """SDT v1 for static images or pre-encoded input.
+
+    ``x [B, C, H, W]`` (direct encoding: repeated T times) or ``[T, B, C, H, W]`` -> logits
+    ``[B, classes]`` (mean over T of the per-step logits), or ``[T, B, classes]`` with
+    ``per_step_logits=True`` (the official TET mode). ``pool_stages`` is the official
+    ``pooling_stat`` ("0011" CIFAR, "1111" ImageNet).
+    """
+
+    def __init__(self, *, img_size: int = 32, in_chans: int = 3, num_classes: int = 10,
+                 embed_dim: int = 512, depth: int = 2, num_heads: int = 8,
+                 mlp_ratio: float = 4.0, T: int = 4,
+                 pool_stages: Sequence[bool] = (False, False, True, True),
+                 attn: str = "sdsa", attn_scale: float = 0.125, attn_v_threshold: float = 0.5,
+                 attn_kwargs: dict[str, Any] | None = None,
+                 neuron: NeuronFactory | None = None, per_step_logits: bool = False):
+        super().__init__()
+        neuron = self.setup(T=T, img_size=img_size, in_chans=in_chans, num_classes=num_classes,
+                            embed_dim=embed_dim, neuron=neuron)
+        # images too small for the pooling keep its last poolings (quick preset: 8 -> 2)
+        self.pool_stages = fit_pools(img_size, pool_stages)
+        self.patch_embed = MSSPS(img_size=img_size, in_chans=in_chans, embed_dim=embed_dim,
+                                 pool_stages=self.pool_stages, neuron=neuron)
+        self.blocks = build_blocks(depth, embed_dim, num_heads=num_heads, mlp_ratio=mlp_ratio,
+                                   neuron=neuron, attn=attn, attn_kwargs=attn_kwargs,
+                                   attn_scale=attn_scale, attn_v_threshold=attn_v_threshold,
+                                   mlp_layer=PreActMLP)
+        self.head = SpikingTokenHead(embed_dim, num_classes, neuron=neuron,
+                                     per_step=per_step_logits)
+        self.head.apply(_init_weights)  # trunc_normal(0.02) on the head; convs keep torch's init
+
+
+def _create_sdt(**kwargs) -> SpikeDrivenTransformer:
+    return SpikeDrivenTransformer(**kwargs)
+
+
+@register_model
+def sdt_2_512(**overrides) -> SpikeDrivenTransformer:
+    """SDT-2-512, CIFAR (32x32, pooling "0011", 8 heads): 10,233,418 parameters at 10 classes."""
+    arch = dict(depth=2, embed_dim=512, num_heads=8)
+    return _create_sdt(**{**arch, **overrides})
+
+
+@register_model
+def sdt_2_256(**overrides) -> SpikeDrivenTransformer:
+    """SDT-2-256, CIFAR (the neuron-swap fork's config): 2,566,954 parameters at 10 classes."""
+    arch = dict(depth=2, embed_dim=256, num_heads=8)
+    return _create_sdt(**{**arch, **overrides})
+
+
+@register_model
+def sdt_8_768(**overrides) -> SpikeDrivenTransformer:
+    """SDT-8-768, ImageNet (224, pooling "1111" -> 14x14, 8 heads): 66,338,632 parameters at
+    1000 classes."""
+    arch = dict(depth=8, embed_dim=768, num_heads=8, img_size=224, num_classes=1000,
+                pool_stages=(True, True, True, True))
+    return _create_sdt(**{**arch, **overrides})

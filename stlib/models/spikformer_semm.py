@@ -1,0 +1,74 @@
+"""Spikformer + SEMM ("Spiking Transformer with Experts Mixture", Zhou et al., NeurIPS 2024).
+
+Paper: https://openreview.net/forum?id=WcIeEtY3AG (NeurIPS 2024); no official code is known.
+Re-implemented from the third-party port described in shared/reference/MODELS-1.md section 7
+(Fancyssc/SpikingTransformerBenchmark ``cls/models/static/spikf_semm_cifar.py``).
+
+Spikformer with both sub-layers of every block replaced by experts mixtures::
+
+    image -> (repeat T) -> SPS -> L x [x + EMSA(x), x + EMSP(x)] -> mean over tokens
+          -> Linear -> mean over T -> logits
+
+SPS, the SEW residual block and the head are Spikformer's (:mod:`stlib.layers`); EMSA and EMSP
+are in :mod:`stlib.layers.semm`. Generic keys: ``embed_dim`` D, ``depth`` L; ``num_heads`` is
+accepted and not used (the E experts replace the heads, as in the port).
+
+Choices: the port sets every threshold to 1.0 (a BrainCog convention it applies to plain
+Spikformer too); here the expert-attention neurons keep Spikformer's 0.5
+(``attn_v_threshold=0.5``; pass 1.0 to follow the port). The neuron is the papers' LIF
+(tau 2, detach_reset); init is Spikformer's (trunc_normal 0.02 on every Linear).
+Spikformer-SEMM-4-384 has 7,739,242 parameters at 10 classes, the port's exact count.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from torch import nn
+
+from ..layers import SpikingBlock
+from ..layers.semm import EMSA, EMSP
+from ._registry import register_model
+from .spikformer import NeuronFactory, Spikformer, _init_weights
+
+
+class SpikformerSEMM(Spikformer):
+    """Spikformer with expert-mixture attention (EMSA) and MLP (EMSP).
+
+    ``x [B, C, H, W]`` (repeated over T) or ``[T, B, C, H, W]`` -> logits ``[B, classes]``, or
+    ``[T, B, classes]`` with ``per_step_logits=True``. ``expert_dim=None`` means D / 4.
+    """
+
+    def __init__(self, *, img_size: int = 32, in_chans: int = 3, num_classes: int = 10,
+                 embed_dim: int = 384, depth: int = 4, num_heads: int = 12,
+                 mlp_ratio: float = 4.0, T: int = 4,
+                 pool_stages: Sequence[bool] = (False, False, True, True),
+                 num_experts: int = 4, expert_dim: int | None = None,
+                 attn_scale: float = 0.125, attn_v_threshold: float = 0.5,
+                 neuron: NeuronFactory | None = None, per_step_logits: bool = False):
+        # Spikformer builds the SPS, the head and the checks; its blocks are replaced below
+        super().__init__(img_size=img_size, in_chans=in_chans, num_classes=num_classes,
+                         embed_dim=embed_dim, depth=0, num_heads=num_heads, mlp_ratio=mlp_ratio,
+                         T=T, pool_stages=pool_stages, neuron=neuron,
+                         per_step_logits=per_step_logits)
+        self.blocks = nn.ModuleList(
+            SpikingBlock(
+                attn=EMSA(embed_dim, num_heads=num_heads, neuron=self.neuron, scale=attn_scale,
+                          attn_v_threshold=attn_v_threshold, num_experts=num_experts,
+                          expert_dim=expert_dim),
+                mlp=EMSP(embed_dim, int(embed_dim * mlp_ratio), neuron=self.neuron),
+            )
+            for _ in range(depth)
+        )
+        self.blocks.apply(_init_weights)
+
+
+def _create_spikformer_semm(**kwargs) -> SpikformerSEMM:
+    return SpikformerSEMM(**kwargs)
+
+
+@register_model
+def spikformer_semm_4_384(**overrides) -> SpikformerSEMM:
+    """Spikformer-4-384 + SEMM, CIFAR (4 experts of width 96): 7,739,242 parameters at 10
+    classes, 7,773,892 at 100."""
+    arch = dict(depth=4, embed_dim=384, num_heads=12, num_experts=4)  # expert_dim D/4 = 96
+    return _create_spikformer_semm(**{**arch, **overrides})

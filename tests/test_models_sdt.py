@@ -1,0 +1,116 @@
+"""Spike-driven Transformer v1: counts, SDSA maths, spike modes, plug-in attention, quick preset."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from _zoo import (threshold, assert_every_parameter_learns, assert_quick_preset_trains, meta_count,
+                  quick_model_name, check_params_file)
+from stlib.layers import ATTENTIONS
+from stlib.layers.spike_driven import SDSA
+from stlib.models import create_model
+from stlib.neurons import NEURONS, neuron_factory, neurons_of
+
+TINY = dict(img_size=8, in_chans=1, embed_dim=16, depth=1, num_heads=2, T=2, num_classes=3)
+TALKING_HEADS = 64  # the official, never-called Conv1d(8, 8, 1, bias=False) per block
+
+
+@pytest.mark.parametrize("name, classes, official, blocks", [
+    ("sdt_2_512", 10, 10_233_546, 2),
+    ("sdt_2_512", 100, 10_279_716, 2),  # the paper's 10.28M
+    ("sdt_2_256", 10, 2_567_082, 2),
+    ("sdt_8_768", 1000, 66_339_144, 8),
+])
+def test_parameter_counts_are_the_official_minus_talking_heads(name, classes, official, blocks):
+    assert meta_count(name, num_classes=classes) == official - blocks * TALKING_HEADS
+
+
+def test_ms_sps_shapes_and_membrane_output():
+    model = create_model("sdt_2_512", depth=1, embed_dim=64)
+    x = torch.rand(4, 2, 3, 32, 32)
+    tokens = model.patch_embed(x)
+    assert tokens.shape == (4, 2, 64, 64)  # 8x8 tokens
+    assert not set(tokens.unique().tolist()) <= {0.0, 1.0, 2.0}  # x_feat + RPE, real-valued
+    assert model(x).shape == (2, 10) and model(x[0]).shape == (2, 10)
+
+
+def test_sdsa_is_q_masked_by_the_spiking_column_sum_of_k_times_v():
+    torch.manual_seed(0)
+    attn = SDSA(8, num_heads=2, neuron=neuron_factory("LIF", T=2, detach_reset=True)).eval()
+    seen = {}
+    attn.attn_neuron.register_forward_hook(lambda m, i, o: seen.update(inp=i[0], out=o))
+    attn.proj.register_forward_hook(lambda m, i, o: seen.update(y=i[0]))
+    x = torch.randn(2, 1, 5, 8) * 3
+    attn(x)
+    s = attn.shortcut_neuron(x)
+    q, k, v = (attn.heads(n(lin(s))) for n, lin in
+               [(attn.q_neuron, attn.q), (attn.k_neuron, attn.k), (attn.v_neuron, attn.v)])
+    assert seen["inp"].shape == (2, 1, 2, 1, 4)  # a column sum over the 5 tokens per head
+    torch.testing.assert_close(seen["inp"], (k * v).sum(3, keepdim=True))
+    torch.testing.assert_close(seen["y"], attn.merge(q * seen["out"]))
+    assert set(seen["y"].unique().tolist()) <= {0.0, 1.0}  # Q ⊙ mask stays binary
+
+
+def test_wiring_head_neuron_and_thresholds():
+    model = create_model("sdt_2_512")
+    attn = model.blocks[0].attn
+    assert isinstance(attn, SDSA) and attn.num_heads == 8
+    assert threshold(attn.attn_neuron) == 0.5 and threshold(model.head.neuron) == 1.0
+    assert attn.q.linear.bias is None and attn.proj.linear.bias is not None
+    assert not any("talking" in n for n, _ in model.named_modules())
+    assert model.cam_target_layer() is model.blocks[-1].mlp.input
+
+
+@pytest.mark.parametrize("mode, cls", [("lif", "LIF"), ("if", "IFHard"), ("if_soft", "IFSoft")])
+def test_spike_modes_replace_every_neuron_and_keep_the_attention_threshold(mode, cls):
+    model = create_model("sdt_2_512", neuron=mode, **TINY)
+    found = neurons_of(model)
+    assert len(found) == 4 + 5 + 2 + 1  # SPS 3 + RPE; shortcut, q, k, v, talking heads; MLP; head
+    assert {type(m).__name__ for _, m in found} == {cls}
+    for name, m in found:
+        assert threshold(m) == (0.5 if name.endswith("attn.attn_neuron") else 1.0), name
+    if mode == "if_soft":
+        assert all(m.v_reset is None for _, m in found)  # soft reset: V = H - v_th S
+
+
+@pytest.mark.parametrize("name", NEURONS.names())
+def test_every_neuron_builds_runs_and_trains(name):
+    model = create_model("sdt_2_512", neuron=name, **TINY)
+    assert_every_parameter_learns(model, torch.rand(2, 3, 1, 8, 8) * 4, 3)
+
+
+@pytest.mark.parametrize("name", NEURONS.names())
+def test_attention_threshold_survives_a_neuron_swap(name):
+    model = create_model("sdt_2_512", neuron=neuron_factory(name, T=2, v_threshold=0.8), **TINY)
+    assert threshold(model.blocks[0].attn.attn_neuron) == pytest.approx(0.5)
+    assert threshold(model.blocks[0].attn.q_neuron) == pytest.approx(0.8)
+    assert threshold(model.head.neuron) == pytest.approx(0.8)
+
+
+def test_attention_is_taken_by_name_with_its_extras():
+    assert {"sdsa", "sdsa_3"} <= set(ATTENTIONS.names())
+    model = create_model("sdt_2_512", attn="statten_sdsa", attn_kwargs={"chunk_size": 2},
+                         **{**TINY, "T": 4})
+    attn = model.blocks[0].attn
+    assert type(attn).__name__ == "STAttenSDSA" and attn.chunk_size == 2
+    assert model(torch.rand(4, 2, 1, 8, 8)).shape == (2, 3)
+    sdsa3 = create_model("sdt_2_512", attn="sdsa_3", **TINY)
+    assert type(sdsa3.blocks[0].attn).__name__ == "SDSA3"
+    with pytest.raises(Exception, match="sdsa"):
+        create_model("sdt_2_512", attn="sdsaa", **TINY)
+
+
+def test_per_step_logits_for_tet():
+    model = create_model("sdt_2_512", per_step_logits=True, **TINY)
+    assert model(torch.rand(2, 2, 1, 8, 8)).shape == (2, 2, 3)
+
+
+def test_quick_preset_trains_on_digits():
+    assert_quick_preset_trains(quick_model_name("params/sdt/cifar10.yaml"))
+
+
+@pytest.mark.parametrize("path, name", [("params/sdt/cifar10.yaml", "sdt_2_512"),
+                                        ("params/sdt/cifar100.yaml", "sdt_2_512"),
+                                        ("params/sdt/cifar10_if_soft.yaml", "sdt_2_256")])
+def test_params_files_load(path, name):
+    check_params_file(path, name)

@@ -1,0 +1,113 @@
+"""Spiking Wavelet Transformer: exact counts, Haar basis, ternary NegIF, the model contract."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from _zoo import TINY, count, threshold, assert_every_parameter_learns, assert_quick_preset_learns
+from stlib.layers.wavelet import HaarDWT2d, HaarIDWT2d, NegIF, haar_matrix
+from stlib.models import create_model
+from stlib.models.swformer import SWformer
+from stlib.neurons import NEURONS, neuron_factory
+from stlib.params import load_params
+
+
+@pytest.mark.parametrize("num_classes, expected", [(10, 7_479_226), (100, 7_513_876)])
+def test_cifar_parameter_count_matches_the_official_code(num_classes, expected):
+    with torch.device("meta"):
+        assert count(create_model("swformer_4_384", num_classes=num_classes)) == expected
+
+
+def test_cifar_parameter_breakdown_per_part():
+    with torch.device("meta"):
+        model = create_model("swformer_4_384")
+    fatm = model.blocks[0].mixer
+    assert count(model.patch_embed) == 2_201_520
+    assert count(model.blocks[0]) == 1_318_464 and count(model.blocks[0].mlp) == 1_185_408
+    assert fatm.haar_weight.shape == (4, 96, 96)
+    assert count(fatm.conv1) == 9_312 and count(fatm.conv2) == 83_040
+
+
+def test_haar_matrix_is_the_orthonormal_multilevel_basis():
+    h = haar_matrix(8)
+    assert torch.allclose(h @ h.T, torch.eye(8), atol=1e-6)
+    assert torch.allclose(h[0], torch.full((8,), 8 ** -0.5))  # the coarsest (mean) row first
+    assert torch.allclose(h[-1] * 2 ** 0.5, torch.tensor([0, 0, 0, 0, 0, 0, 1.0, -1.0]))
+    with pytest.raises(ValueError, match="power-of-two"):
+        haar_matrix(6)
+
+
+def test_negif_is_ternary_with_the_half_negative_threshold():
+    neuron = NegIF()
+    x = torch.tensor([1.0, -0.4, -0.2, -0.6, 0.3, 0.8]).reshape(6, 1)
+    spikes = neuron(x).flatten().tolist()
+    # V: 1 -> +1 (reset); -0.4; -0.6 -> -1 (reset); -0.6 -> -1; 0.3; 1.1 -> +1
+    assert spikes == [1.0, 0.0, -1.0, -1.0, 0.0, 1.0]
+    assert NegIF()(torch.full((1, 1), -0.5)).item() == 0.0  # fires only below -0.501
+    # both sides carry a surrogate gradient
+    x = torch.tensor([[0.9], [-0.45]], requires_grad=True)
+    NegIF()(x).sum().backward()
+    assert (x.grad.abs() > 0).all()
+
+
+def test_spiking_haar_puts_negif_between_the_row_and_column_passes():
+    x = torch.randn(3, 2, 4, 4, 4) * 2
+    h = haar_matrix(4)
+    assert torch.allclose(HaarDWT2d()(x), h @ NegIF()(x @ h.T))
+    assert torch.allclose(HaarIDWT2d()(x), h.T @ (NegIF()(NegIF()(x) @ h)))
+    # one separable Haar basis image (rows h[1], columns h[2]) gives one coefficient, at (1, 2)
+    basis = torch.outer(h[1], h[2]).expand(1, 1, 1, 4, 4) * 4  # [T, B, C, H, W]
+    z = HaarDWT2d()(basis)[0, 0, 0]
+    assert z.nonzero().tolist() == [[1, 2]] and z[1, 2] > 0
+
+
+def test_ternary_neurons_stay_negif_when_the_neuron_type_changes():
+    factory = neuron_factory("PLIF", T=2, v_threshold=0.8, surrogate="atan", alpha=3.0)
+    model = create_model("swformer_4_384", neuron=factory, **TINY)
+    fatm = model.blocks[0].mixer
+    ternary = [m for m in fatm.modules() if isinstance(m, NegIF)]
+    assert len(ternary) == 3
+    assert all(threshold(n) == 1.0 and n.neg_v_threshold == 0.5 for n in ternary)
+    assert all(type(n.surrogate).__name__.lower() == "atan" and n.surrogate.alpha == 3.0 for n in ternary)
+    assert type(fatm.x_neuron).__name__ == "PLIF" and threshold(fatm.x_neuron) == pytest.approx(0.8)
+
+
+def test_cifar_shapes_and_per_step_logits():
+    model = create_model("swformer_4_384", embed_dim=64, depth=1, per_step_logits=True).eval()
+    x = torch.rand(4, 2, 3, 32, 32)
+    assert model.patch_embed(x).shape == (4, 2, 64, 64)  # 8x8 tokens
+    assert model(x).shape == (4, 2, 10)
+
+
+def test_bad_inputs_and_settings_are_named():
+    model = SWformer(**TINY)
+    with pytest.raises(ValueError, match="3 time steps.*T=2"):
+        model(torch.rand(3, 1, 1, 8, 8))
+    with pytest.raises(ValueError, match="power-of-two token grid.*24"):
+        SWformer(img_size=24, in_chans=1, embed_dim=16, T=2)
+    with pytest.raises(ValueError, match="not divisible by the 3 wavelet groups"):
+        SWformer(img_size=8, in_chans=1, embed_dim=16, T=2, wavelet_groups=3)
+
+
+@pytest.mark.parametrize("name", NEURONS.names())
+def test_every_neuron_type_builds_runs_and_trains(name):
+    model = create_model("swformer_4_384", neuron=name, **TINY)
+    assert_every_parameter_learns(model, torch.rand(2, 2, 1, 8, 8) * 4, classes=3)
+
+
+def test_cam_target_and_purity():
+    model = create_model("swformer_4_384", **TINY).eval()
+    assert model.cam_target_layer() is model.blocks[-1].mlp.input
+    x = torch.rand(2, 2, 1, 8, 8) * 3
+    assert torch.equal(model(x), model(x))
+
+
+def test_quick_preset_builds_and_trains_on_digits():
+    assert_quick_preset_learns("swformer_4_384")
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "cifar100"])
+def test_params_files_load(dataset):
+    config = load_params(f"params/swformer/{dataset}.yaml")
+    assert config.model.name == "swformer_4_384" and config.train.lr == 1.5e-3
+    assert config.train.warmup_lr == (8e-5 if dataset == "cifar10" else 1e-5)
