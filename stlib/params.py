@@ -90,6 +90,7 @@ class NeuronConfig:
     init_tau: float | None = None  # PLIF
     decay_input: bool | None = None
     v_threshold: float | None = None  # the model keeps its own attention thresholds
+    backend: str | None = None  # auto (fused kernels where supported) | reference | triton
 
 
 @dataclass
@@ -128,7 +129,7 @@ SECTIONS: dict[str, type] = {
 }
 #: Keys that do not change results, left out of the config hash.
 UNHASHED = {("experiment", "output_dir"), ("data", "num_workers"), ("data", "root"),
-            ("train", "device"), ("train", "progress")}
+            ("train", "device"), ("train", "progress"), ("neuron", "backend")}
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Spiking neurons and surrogate gradients.
 
 ``reference.py`` holds plain-torch multi-step neurons (``x_seq [T, ...] -> spikes [T, ...]``);
-they are the ground truth that any fused kernel (a later ``stlib.neurons.kernels``) must
+they are the ground truth that any fused kernel (``stlib.neurons.kernels``) must
 match. ``surrogate.py`` holds the surrogate spike functions, ``registry.py`` the name tables
 and factories used by model configs.
 """

@@ -4,7 +4,7 @@ Every neuron maps ``x_seq [T, ...] -> spikes [T, ...]`` (same shape and dtype, v
 exactly 0/1) with a Python loop over T and autograd through the surrogate. The formulas,
 defaults and order of operations follow NEURONS.md sections 1.0-1.6 (spikingjelly 2.0
 conventions unless stated). These modules are the ground truth that any fused kernel
-(a later ``stlib.neurons.kernels``) must match.
+(``stlib.neurons.kernels``) must match.
 
 Contract shared by all neurons (see :class:`BaseNeuron`):
 
@@ -53,6 +53,7 @@ class BaseNeuron(nn.Module):
 
     requires_T: ClassVar[bool] = False
     default_surrogate: ClassVar[str] = "sigmoid"
+    _backend: str = "auto"
 
     def __init__(self, *, v_threshold: float, v_reset: float | None, detach_reset: bool,
                  surrogate: str | nn.Module | None, alpha: float | None, store_v_seq: bool):
@@ -86,6 +87,20 @@ class BaseNeuron(nn.Module):
         else:
             self.v = self.v * (1.0 - s) + self.v_reset * s
 
+    @property
+    def backend(self) -> str:
+        """``"auto"`` (fused on CUDA / fast CPU path when supported), ``"reference"`` (this
+        loop) or ``"triton"`` (fused kernels, ``ValueError`` if unsupported); see
+        :mod:`stlib.neurons.kernels`."""
+        return self._backend
+
+    @backend.setter
+    def backend(self, value: str | None) -> None:
+        value = "auto" if value is None else value
+        if value not in ("auto", "reference", "triton"):
+            raise ValueError(f"{type(self).__name__}: unknown backend {value!r}; valid: auto, reference, triton")
+        self._backend = value
+
     # ----------------------------------------------------------------- the loop
     def check_input(self, x_seq: Tensor) -> None:
         if not torch.is_tensor(x_seq) or not x_seq.is_floating_point():
@@ -97,6 +112,11 @@ class BaseNeuron(nn.Module):
     def forward(self, x_seq: Tensor) -> Tensor:
         """``x_seq [T, ...] -> spikes [T, ...]`` (same dtype, values 0/1)."""
         self.check_input(x_seq)
+        from stlib.neurons import kernels  # lazy: the kernels package imports this module
+
+        fused = kernels.select(self, x_seq)
+        if fused is not None:  # same contract, one fused call (bit-equal spikes)
+            return fused(self, x_seq)
         x = x_seq.to(torch.promote_types(x_seq.dtype, torch.float32))  # state math in >= fp32
         self.init_state(x[0])
         spikes, h_seq = [], []

@@ -52,14 +52,16 @@ def _soft_reset(settings: dict[str, Any]) -> dict[str, Any]:
     return settings
 
 
-def create_neuron(name: str, *, T: int | None = None, **settings: Any) -> BaseNeuron:
+def create_neuron(name: str, *, T: int | None = None, backend: str | None = None,
+                  **settings: Any) -> BaseNeuron:
     """Build the neuron registered as ``name`` (case-insensitive; aliases allowed).
 
     ``T`` goes only to classes with ``requires_T`` (GLIF), for which it is required.
     Settings whose value is ``None`` are dropped (``None`` keeps the class default), so a
     config asks for a soft reset with ``v_reset="soft"`` (any case), passed on as ``None``.
     A setting the class does not take raises ``ValueError`` naming it and the valid keys;
-    an unknown name raises :class:`~stlib.registry.UnknownNameError`.
+    an unknown name raises :class:`~stlib.registry.UnknownNameError`. ``backend`` (``"auto"``
+    when None, ``"reference"`` or ``"triton"``) picks the implementation (:mod:`stlib.neurons.kernels`).
     """
     canonical = NEURONS.canonical(name)
     cls = NEURONS.get(canonical)
@@ -73,8 +75,11 @@ def create_neuron(name: str, *, T: int | None = None, **settings: Any) -> BaseNe
     if cls.requires_T:
         if T is None:
             raise ValueError(f"{canonical} needs T (the number of time steps): pass T=...")
-        return cls(T, **_soft_reset(settings))
-    return cls(**_soft_reset(settings))
+        neuron = cls(T, **_soft_reset(settings))
+    else:
+        neuron = cls(**_soft_reset(settings))
+    neuron.backend = backend
+    return neuron
 
 
 class NeuronFactory:
@@ -87,35 +92,40 @@ class NeuronFactory:
     neurons never share (and mutate) one surrogate module.
     """
 
-    def __init__(self, name: str, *, T: int | None = None, **settings: Any):
+    def __init__(self, name: str, *, T: int | None = None, backend: str | None = None, **settings: Any):
         self.name = NEURONS.canonical(name)
         self.T = T
+        self.backend = backend
         self.settings = _drop_none(settings)
         self()  # validate name, settings and T now, not at the first model build
 
     def __call__(self, *, T: int | None = None, **overrides: Any) -> BaseNeuron:
         merged = {**self.settings, **_drop_none(overrides)}
         merged = {k: copy.deepcopy(v) if isinstance(v, nn.Module) else v for k, v in merged.items()}
-        return create_neuron(self.name, T=self.T if T is None else T, **merged)
+        return create_neuron(self.name, T=self.T if T is None else T, backend=self.backend, **merged)
 
     def __repr__(self) -> str:
         args = [repr(self.name)]
         if self.T is not None:
             args.append(f"T={self.T!r}")
         args += [f"{k}={v!r}" for k, v in self.settings.items()]
+        if self.backend is not None:
+            args.append(f"backend={self.backend!r}")
         return f"NeuronFactory({', '.join(args)})"
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, NeuronFactory):
             return NotImplemented
-        return (self.name, self.T, self.settings) == (other.name, other.T, other.settings)
+        return ((self.name, self.T, self.backend, self.settings)
+                == (other.name, other.T, other.backend, other.settings))
 
     __hash__ = None  # settings is a dict
 
 
-def neuron_factory(name: str, *, T: int | None = None, **settings: Any) -> NeuronFactory:
+def neuron_factory(name: str, *, T: int | None = None, backend: str | None = None,
+                   **settings: Any) -> NeuronFactory:
     """A validated, picklable factory for neuron ``name`` with these settings (see :class:`NeuronFactory`)."""
-    return NeuronFactory(name, T=T, **settings)
+    return NeuronFactory(name, T=T, backend=backend, **settings)
 
 
 def is_neuron(module: object) -> bool:
