@@ -31,8 +31,11 @@ def notebook_path(name: str | Path) -> Path:
 
 
 def run_notebook(name: str | Path, output_path: str | Path, *, cwd: str | Path | None = None,
-                 **parameters: Any):
-    """Execute a notebook with ``parameters``; unknown parameter names raise UnknownNameError."""
+                 progress_bar: bool = True, **parameters: Any):
+    """Execute a notebook with ``parameters``; unknown parameter names raise UnknownNameError.
+
+    ``progress_bar``: papermill's per-cell bar (sweeps turn it off to keep their logs short).
+    """
     import papermill
 
     path = notebook_path(name)
@@ -42,7 +45,7 @@ def run_notebook(name: str | Path, output_path: str | Path, *, cwd: str | Path |
             raise UnknownNameError(f"parameter of {path.name}", key, declared)
     Path(output_path).parent.mkdir(parents=True, exist_ok=True)
     return papermill.execute_notebook(str(path), str(output_path), parameters=parameters,
-                                      kernel_name="python3",
+                                      kernel_name="python3", progress_bar=progress_bar,
                                       cwd=str(cwd or NOTEBOOK_DIR.parent))
 
 

@@ -389,6 +389,7 @@ def _check_names(config: Config) -> None:
 #: Notebook parameter -> config key. A parameter left at None or "" keeps the params file's value.
 NOTEBOOK_PARAMETERS = {
     "neuron": "neuron.type",
+    "v_threshold": "neuron.v_threshold",
     "model": "model.name",
     "encoding": "model.encoding",
     "dataset": "data.name",

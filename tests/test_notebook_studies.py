@@ -1,0 +1,57 @@
+"""The encoding-test and IF-threshold notebooks run under papermill on the quick preset."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stlib.params import from_notebook
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(notebook: str, out: Path, **params):
+    from stlib.notebooks import run_notebook
+
+    return run_notebook(notebook, out, cwd=REPO, **params)
+
+
+@pytest.mark.slow
+def test_encoding_notebook_quick_rate(tmp_path, monkeypatch):
+    pytest.importorskip("papermill")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # see test_notebooks.py: no oversubscription
+    params = dict(encoding="rate", preset="quick", epochs=2, device="cpu",
+                  output_dir=str(tmp_path / "outputs"))
+    _run("encoding_test", tmp_path / "enc.ipynb", **params)
+    config = from_notebook("params/spikformer/cifar10.yaml", "quick", encoding="rate",
+                           model="spikformer_4_384", epochs=2, seed=0, device="cpu",
+                           output_dir=params["output_dir"], study="encoding_test")
+    summary = json.loads((config.run_dir / "summary.json").read_text())
+    assert summary["encoding"] == "rate" and summary["status"] == "finished"
+    assert summary["final_acc1"] > 20.0, summary  # 10 digits: well above chance
+
+
+@pytest.mark.slow
+def test_if_threshold_notebook_sets_the_threshold(tmp_path, monkeypatch):
+    pytest.importorskip("papermill")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    params = dict(neuron="IFSoft", v_threshold=0.8, preset="quick", epochs=1, device="cpu",
+                  output_dir=str(tmp_path / "outputs"))
+    _run("if_threshold_test", tmp_path / "thr.ipynb", **params)
+    run_dirs = list((tmp_path / "outputs" / "if_threshold_test").iterdir())
+    assert len(run_dirs) == 1
+    saved = yaml.safe_load((run_dirs[0] / "config.yaml").read_text())
+    assert saved["neuron"]["type"] == "IFSoft" and saved["neuron"]["v_threshold"] == 0.8
+    assert saved["experiment"]["seed"] == 2  # the study's seed
+    assert json.loads((run_dirs[0] / "summary.json").read_text())["status"] == "finished"
+
+
+def test_unknown_encoding_is_refused_before_training(tmp_path):
+    pytest.importorskip("papermill")
+    from stlib.sweep import Sweep, predicted_config
+
+    sweep = Sweep(notebook="encoding_test", study="encoding_test")
+    with pytest.raises(ValueError, match="unknown encoding 'bitplane'.*rate"):
+        predicted_config(sweep, {"encoding": "bitplane", "preset": "quick"})
