@@ -109,6 +109,9 @@ class TrainConfig:
     mixup_prob: float = 1.0
     mixup_off_epoch: int = 0  # 0: mixup never switched off
     smoothing: float = 0.0
+    loss: str = "ce"  # ce | tet (per-time-step CE + MSE regulariser, Deng et al. ICLR 2022)
+    tet_lambda: float = 1e-3
+    tet_phi: float = 1.0
     clip_grad: float | None = None
     amp: bool = True  # mixed precision on CUDA (ignored on CPU)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -360,6 +363,9 @@ def _check_values(config: Config) -> None:
         (config.data.batch_size > 0, "data.batch_size", config.data.batch_size, "positive"),
         (config.train.lr > 0, "train.lr", config.train.lr, "positive"),
         (config.train.accum_steps > 0, "train.accum_steps", config.train.accum_steps, "positive"),
+        (config.train.loss in ("ce", "tet"), "train.loss", config.train.loss, "one of ce, tet"),
+        (0.0 <= config.train.tet_lambda <= 1.0, "train.tet_lambda", config.train.tet_lambda,
+         "in [0, 1]"),
         (config.data.batch_size % config.train.accum_steps == 0, "data.batch_size",
          config.data.batch_size, f"divisible by train.accum_steps={config.train.accum_steps}"),
     ]

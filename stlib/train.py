@@ -215,6 +215,8 @@ def build_model(config: Config, bundle: DataBundle) -> nn.Sequential:
     neuron = neuron_factory(config.neuron.type, T=T, **settings)
     arch = dict(num_classes=config.model.num_classes or bundle.num_classes, T=T,
                 img_size=bundle.img_size, in_chans=bundle.in_chans)
+    if config.train.loss == "tet":  # TET trains on every time step's logits [T, B, classes]
+        arch["per_step_logits"] = True
     net = create_model(config.model.name, neuron=neuron, **{**arch, **config.model.kwargs})
     events = getattr(bundle, "kind", "images") == "events"
     if events and config.model.encoding != "direct":
@@ -245,6 +247,11 @@ def build_optimization(config: Config, model: nn.Module, num_classes: int):
     if tc.mixup > 0 or tc.cutmix > 0:
         mixup = Mixup(mixup_alpha=tc.mixup, cutmix_alpha=tc.cutmix, prob=tc.mixup_prob,
                       label_smoothing=tc.smoothing, num_classes=num_classes)
+    if tc.loss == "tet":
+        from .losses import TETLoss
+
+        train_loss = TETLoss(tc.tet_lambda, tc.tet_phi, smoothing=0.0 if mixup else tc.smoothing)
+    elif mixup is not None:
         train_loss = SoftTargetCrossEntropy()  # smoothing is inside the mixed targets
     elif tc.smoothing > 0:
         train_loss = LabelSmoothingCrossEntropy(smoothing=tc.smoothing)
@@ -366,7 +373,9 @@ def train_one_epoch(model, loader, optimizer, loss_fn, device, *, scaler, amp: b
         labels = labels.to(device, non_blocking=True)
         hard_labels = labels
         if mixup is not None and len(images) % 2 == 0:  # timm's Mixup needs an even batch
-            images, labels = mixup(images, labels)
+            shape = images.shape  # event frames [B, T, P, H, W]: one box cut from every bin
+            images, labels = mixup(images.flatten(1, 2) if images.dim() == 5 else images, labels)
+            images = images.view(shape)
         elif mixup is not None:
             labels = _smooth_one_hot(labels, mixup.num_classes, mixup.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
@@ -386,6 +395,7 @@ def train_one_epoch(model, loader, optimizer, loss_fn, device, *, scaler, amp: b
                 # each micro-batch is 1/accum of the batch: scale so the gradients add to the mean
                 scaler.scale(loss / accum_steps).backward()
             batch_loss += loss.item() / accum_steps  # .item() syncs once per micro-step
+            logits = logits.mean(0) if logits.dim() == 3 else logits  # per-step (TET) logits
             state.correct += (logits.argmax(-1) == hard_labels[j::accum_steps]).sum().item()
         if clip_grad:
             scaler.unscale_(optimizer)
@@ -431,6 +441,7 @@ def evaluate(model, loader, device, *, amp: bool, max_batches: int | None = None
         images, labels = images.to(device), labels.to(device)
         with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
             logits = model(images)
+        logits = logits.mean(0) if logits.dim() == 3 else logits  # per-step (TET) logits
         total_loss += loss_fn(logits.float(), labels).item()
         c1, c5 = accuracy(logits, labels)
         top1, top5, seen = top1 + c1, top5 + c5, seen + len(images)
@@ -473,7 +484,7 @@ def fit(config: Config, *, gpus: int = 1, resume_from: str | Path | None = None,
     seed = config.experiment.seed
     seed_everything(seed)
     bundle = build_dataloaders(config.data, seed=seed, device=device.type, rank=ddp.rank,
-                               world_size=ddp.world_size)
+                               world_size=ddp.world_size, time_steps=config.model.T)
     model = build_model(config, bundle).to(device)
     if ddp.enabled and config.train.sync_bn and device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)

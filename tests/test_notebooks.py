@@ -78,3 +78,17 @@ def test_architecture_notebook_quick(tmp_path, monkeypatch, model):
     summary = json.loads((config.run_dir / "summary.json").read_text())
     assert summary["model"] == model and summary["status"] == "finished"
     assert summary["final_acc1"] > 50.0, summary  # 10 classes: well above chance after 4 epochs
+
+
+@pytest.mark.slow
+def test_architecture_notebook_runs_event_data_unchanged(tmp_path, monkeypatch, shared_data):
+    papermill = pytest.importorskip("papermill")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    params = dict(model="spikformer_2_384", dataset="nmnist", preset="quick_events", epochs=4,
+                  output_dir=str(tmp_path / "outputs"))
+    papermill.execute_notebook(str(REPO / "notebooks/architecture_reproduction.ipynb"),
+                               str(tmp_path / "arch_nmnist.ipynb"), parameters=params,
+                               kernel_name="python3", cwd=str(REPO), progress_bar=False)
+    summary = json.loads(next((tmp_path / "outputs").rglob("summary.json")).read_text())
+    assert summary["dataset"] == "nmnist" and summary["status"] == "finished"
+    assert summary["final_acc1"] > 40.0, summary  # 10 classes, 4 epochs

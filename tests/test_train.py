@@ -145,3 +145,13 @@ def test_missing_data_root_is_one_clear_error(tmp_path):
         f"experiment.output_dir={tmp_path}"])
     with pytest.raises(DatasetNotFoundError, match="nowhere"):
         fit(config)
+
+
+def test_tet_loss_trains_on_per_step_logits(tmp_path):
+    config = tiny_config(tmp_path, "train.loss=tet", "train.epochs=2")
+    model = train_mod.build_model(config, _bundle(config))
+    assert model.net.head.per_step  # TET needs [T, B, classes]
+    record = fit(config)
+    assert record.finished and record.summary["final_acc1"] > 10.0
+    losses = [r["train_loss"] for r in record.metrics]
+    assert losses[1] < losses[0]

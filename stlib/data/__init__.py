@@ -13,6 +13,7 @@ from stlib.data.base import (
     build_dataloaders,
 )
 from stlib.data import static  # noqa: F401  (registers the static-image datasets)
+from stlib.data import events  # noqa: F401  (registers the event datasets)
 
 __all__ = ["DATASETS", "DataBundle", "DataConfig", "DatasetNotFoundError", "DatasetSplits",
            "build_dataloaders"]

@@ -53,6 +53,8 @@ class DatasetSplits:
     img_size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    kind: str = "images"  # "events": items are frames [T, 2, H, W], not images
+    time_steps: int | None = None  # event data: the number of time bins T of every item
 
 
 @dataclass
@@ -69,6 +71,8 @@ class DataBundle:
     train_size: int
     val_size: int
     name: str
+    kind: str = "images"  # "events": loaders yield frames [B, T, 2, H, W] (no normalization)
+    time_steps: int | None = None  # event data: T of the frames
 
 
 DATASETS: Registry[Callable[[DataConfig], DatasetSplits]] = Registry("dataset")
@@ -133,7 +137,7 @@ class EpochSampler(DistributedSampler):
 
 
 def build_dataloaders(cfg: Any, *, seed: int, device: str = "cpu", rank: int = 0,
-                      world_size: int = 1) -> DataBundle:
+                      world_size: int = 1, time_steps: int | None = None) -> DataBundle:
     """Train and validation loaders for the dataset ``cfg.name``.
 
     ``cfg``: any object with the attributes of :class:`DataConfig`. ``seed`` seeds the train
@@ -149,8 +153,13 @@ def build_dataloaders(cfg: Any, *, seed: int, device: str = "cpu", rank: int = 0
     (``batch_size / world_size`` per process) and 2 processes see exactly the global batches
     that 1 process sees. Validation is split ``rank::world_size`` without padding, so summed
     metrics over ranks count every sample once.
+
+    ``time_steps``: the model's T, which event datasets bin their recordings into.
     """
     c = _read_config(cfg)
+    # _read_config keeps only DataConfig fields: the event builders' extras are set again
+    c.time_steps = time_steps if time_steps is not None else getattr(cfg, "time_steps", None)
+    c.event_cache = getattr(cfg, "event_cache", True)
     splits = DATASETS.get(c.name)(c)
     train_size, val_size = len(splits.train), len(splits.val)
     if c.batch_size > train_size:
@@ -179,4 +188,5 @@ def build_dataloaders(cfg: Any, *, seed: int, device: str = "cpu", rank: int = 0
         train_loader=train_loader, val_loader=val_loader, num_classes=splits.num_classes,
         in_chans=splits.in_chans, img_size=splits.img_size, mean=tuple(splits.mean),
         std=tuple(splits.std), train_size=train_size, val_size=val_size, name=c.name,
+        kind=splits.kind, time_steps=splits.time_steps,
     )
