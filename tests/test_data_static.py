@@ -351,3 +351,27 @@ def test_build_mixup():
     assert ym.shape == (4, 10) and torch.allclose(ym.sum(1), torch.ones(4))
     assert mix.mixup_alpha == 0.5 and mix.label_smoothing == 0.1 and mix.num_classes == 10
     assert xm.min() >= 0 and xm.max() <= 1
+
+
+def test_imagenet_folder_tree_through_the_real_loader(tmp_path):
+    """A tiny ImageNet-layout tree (train/<wnid>/*.JPEG, val/<wnid>/*.JPEG) read by ImageFolder."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 3), ("val", 2)):
+        for wnid in ("n01440764", "n01443537"):
+            folder = tmp_path / "imagenet" / split / wnid
+            folder.mkdir(parents=True)
+            for i in range(n):
+                pixels = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{wnid}_{i}.JPEG")
+    bundle = build_dataloaders(cfg(name="imagenet", root=str(tmp_path / "imagenet"), img_size=32,
+                                   batch_size=2, hflip=0.5, auto_augment="rand-m9-mstd0.5-inc1",
+                                   re_prob=0.25), seed=0)
+    assert (bundle.num_classes, bundle.train_size, bundle.val_size) == (2, 6, 4)
+    images, labels = next(iter(bundle.train_loader))
+    assert images.shape == (2, 3, 32, 32) and 0.0 <= images.min() and images.max() <= 1.0
+    images, labels = next(iter(bundle.val_loader))
+    assert images.shape[1:] == (3, 32, 32) and labels.tolist() == [0, 0]
+    with pytest.raises(DatasetNotFoundError, match="train/<class>"):
+        build_dataloaders(cfg(name="imagenet", root=str(tmp_path / "nowhere")), seed=0)

@@ -62,8 +62,13 @@ def build_train_transform(
     auto_augment: str | None = None,
     re_prob: float = 0.0,
     interpolation: str = "bicubic",
+    scale: tuple[float, float] = (1.0, 1.0),
+    ratio: tuple[float, float] = (1.0, 1.0),
 ) -> transforms.Compose:
     """PIL image -> ``[C, img_size, img_size]`` float in [0, 1], with the recipe's augmentation.
+
+    ``scale``/``ratio`` of timm's RandomResizedCrop: (1, 1) is the CIFAR recipes' plain resize;
+    ImageNet recipes use scale (0.08, 1) and ratio (3/4, 4/3).
 
     ``mean``/``std`` are the dataset's; only the mean is used (RandAugment's fill colour and the
     erasing fill), nothing is normalized.
@@ -71,8 +76,8 @@ def build_train_transform(
     primary, secondary, _timm_final = create_transform(
         img_size,
         is_training=True,
-        scale=(1.0, 1.0),
-        ratio=(1.0, 1.0),
+        scale=scale,
+        ratio=ratio,
         hflip=hflip,
         color_jitter=None,
         auto_augment=auto_augment,

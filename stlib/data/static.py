@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import TensorDataset
-from torchvision import datasets
+from torchvision import datasets, transforms
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
@@ -46,7 +46,8 @@ from stlib.data.base import (
     resolve_root,
 )
 
-__all__ = ["DIGITS_SPLIT_SEED", "digits", "mnist", "fashion_mnist", "cifar10", "cifar100"]
+__all__ = ["DIGITS_SPLIT_SEED", "digits", "mnist", "fashion_mnist", "cifar10", "cifar100",
+           "imagenet"]
 
 # Per-channel statistics of the train splits, on images in [0, 1].
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -287,3 +288,42 @@ def cifar100(cfg: DataConfig) -> DatasetSplits:
     """CIFAR-100: 50,000 / 10,000 colour 32x32 images, 100 fine classes (torchvision)."""
     return _cifar_dataset(cfg, "cifar100", CIFAR100, datasets.CIFAR100, 100,
                           CIFAR100_MEAN, CIFAR100_STD)
+
+
+# -------------------------------------------------------------------------------- ImageNet
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@DATASETS.register("imagenet", aliases=("imagenet1k", "ilsvrc2012"))
+def imagenet(cfg: DataConfig) -> DatasetSplits:
+    """ImageNet-1k as two class-per-folder trees, ``<root>/train/<wnid>/*.JPEG`` and
+    ``<root>/val/<wnid>/*.JPEG`` (torchvision ``ImageFolder``; the usual layout after
+    extracting ILSVRC2012 and sorting val into class folders). Train: RandomResizedCrop
+    (scale 0.08-1, ratio 3/4-4/3) + the recipe's flip / RandAugment / erasing; val: resize to
+    size/0.875 and centre-crop (timm's eval transform). No download: ImageNet's licence needs
+    a manual download.
+    """
+    root = resolve_root(cfg.root)
+    train_dir, val_dir = root / "train", root / "val"
+    how = ("download ILSVRC2012 from image-net.org (registration required), extract train/ and "
+           f"val/ (val sorted into class folders) under {root}")
+    missing = [str(d) for d in (train_dir, val_dir) if not d.is_dir()]
+    if missing:
+        raise DatasetNotFoundError(_not_found_message(
+            "imagenet", root, [train_dir, val_dir], ["train/<class>/*", "val/<class>/*"], how))
+    size = cfg.img_size or 224
+    train_tf = build_train_transform(size, IMAGENET_MEAN, IMAGENET_STD, hflip=cfg.hflip,
+                                     auto_augment=cfg.auto_augment, re_prob=cfg.re_prob,
+                                     interpolation=cfg.interpolation, scale=(0.08, 1.0),
+                                     ratio=(3 / 4, 4 / 3))
+    mode = InterpolationMode(cfg.interpolation)
+    val_tf = transforms.Compose([transforms.Resize(int(size / 0.875), interpolation=mode),
+                                 transforms.CenterCrop(size), transforms.ToTensor()])
+    train = datasets.ImageFolder(str(train_dir), transform=train_tf)
+    val = datasets.ImageFolder(str(val_dir), transform=val_tf)
+    if train.classes != val.classes:
+        raise ValueError(f"imagenet: train/ and val/ under {root} hold different class folders "
+                         f"({len(train.classes)} vs {len(val.classes)})")
+    return DatasetSplits(train=train, val=val, num_classes=len(train.classes), in_chans=3,
+                         img_size=size, mean=IMAGENET_MEAN, std=IMAGENET_STD)
