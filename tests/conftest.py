@@ -1,10 +1,17 @@
 """Shared fixtures: the real data folder beside the checkout, and small helpers."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
+
+if not torch.cuda.is_available():
+    # Triton kernels are checked through its interpreter on CPU machines. The flag must be set
+    # before anything imports triton (spikingjelly, timm or torch's flop counter may do so
+    # from another test module in the same worker), so it is set here, first.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"

@@ -28,10 +28,16 @@ The quick preset (``embed_dim=64, depth=1, num_heads=4`` on 8x8 digits) builds s
 ImageNet embedding (x16 in all) still works on 8x8 because MaxPool(3, 2, 1) and the stride-2
 shortcut both round up (grids 2x2 / 1x1 / 1x1).
 
+Event cameras (``embedding="dvs"``, ``qkformer_dvs_2_256``, official ``cifar10-dvs/model.py``):
+two stages only, D/2 and D (128/256), with ``early_depths=(1,)`` (one QKTA block) and
+``depth=1`` (one SSA block); the first embedding is :class:`PyramidSPEDS` (x8: 128x128 frames ->
+16x16 tokens), then SPEDS-2 -> 8x8. 16 heads, mlp_ratio 1 (CIFAR10-DVS) or 4 (DVS128 Gesture).
+
 Choices and quirks: the official init touches only the head (trunc_normal std 0.02; convs keep
 PyTorch's default, which equals ``nn.Linear``'s), done here the same way. The unused
 ``MaxPool1d`` of the official SSA and its drop-path rate (passed, never applied) are not built.
-Parameter counts equal the official code's: CIFAR-10 6,706,234; HST-10-384 16,473,688.
+Parameter counts equal the official code's: CIFAR-10 6,706,234; HST-10-384 16,473,688;
+CIFAR10-DVS 1,504,138; DVS128 Gesture 1,999,371 (the paper says 1.50M for both).
 """
 from __future__ import annotations
 
@@ -43,16 +49,42 @@ from torch import nn
 from ..layers import SSA, MeanTokenHead, SpikingBlock, SpikingMLP
 from ..layers.input_check import to_time_major
 from ..layers.qk_attention import QKTokenAttention
-from ..layers.speds import SPEDS
+from ..layers.multistep import ConvBN
+from ..layers.speds import SPEDS, ConvBNPoolSN
 from ..registry import UnknownNameError
 from ._registry import register_model
 from .spikformer import NeuronFactory, TokenTransformer, default_neuron
 
-#: SPEDS layouts: (stem_pool, body_pools) of the first embedding, then of the two between stages.
+#: SPEDS layouts: (stem_pool, body_pools) of the first embedding, then of the ones between
+#: stages. ``"dvs"``'s first embedding is :class:`PyramidSPEDS` (x8), not a plain SPEDS.
 EMBEDDINGS = {
     "cifar": ((False, (False,)), (None, (False, True))),  # 32 -> 32 -> 16 -> 8
     "imagenet": ((True, (True, False)), (None, (True, False))),  # 224 -> 56 -> 28 -> 14
+    "dvs": (None, (None, (False, True))),  # 128 -> 16 -> 8 (two stages)
 }
+
+
+class PyramidSPEDS(SPEDS):
+    """The event-camera SPEDS-1 (official ``cifar10-dvs/model.py`` ``PatchEmbedInit``):
+    four ``ConvBNPoolSN`` doubling the width, ``in -> D/8 -> D/4 (pool) -> D/2 (pool) -> D
+    (pool)``, i.e. x8 downsampling (128 -> 16); the shortcut ``SN(BN(Conv1x1 stride 4))`` starts
+    from the D/4 spikes, so ``s`` (SPEDS's stem) is the first two convs.
+
+    ``x [T, B, C_in, H, W] -> [T, B, D, ceil(H/8), ceil(W/8)]``, values in {0, 1, 2}.
+    """
+
+    def __init__(self, in_chans: int, embed_dim: int, *, neuron: NeuronFactory):
+        nn.Module.__init__(self)  # SPEDS's forward, a different layout of its three parts
+        if embed_dim % 8:
+            raise ValueError(f"the event-camera SPEDS needs a width divisible by 8 (it starts "
+                             f"at width / 8), got {embed_dim}")
+        d = embed_dim
+        self.stem = nn.Sequential(ConvBNPoolSN(in_chans, d // 8, pool=False, neuron=neuron),
+                                  ConvBNPoolSN(d // 8, d // 4, pool=True, neuron=neuron))
+        self.main = nn.Sequential(ConvBNPoolSN(d // 4, d // 2, pool=True, neuron=neuron),
+                                  ConvBNPoolSN(d // 2, d, pool=True, neuron=neuron))
+        self.shortcut = ConvBN(d // 4, d, kernel_size=1, stride=4, padding=0)
+        self.shortcut_neuron = neuron()
 
 
 class QKFormer(TokenTransformer):
@@ -74,23 +106,29 @@ class QKFormer(TokenTransformer):
             raise ValueError(f"T must be a positive number of time steps, got {T}")
         if embedding not in EMBEDDINGS:
             raise UnknownNameError("QKFormer embedding", embedding, EMBEDDINGS)
-        if embed_dim % (4 * num_heads):
-            raise ValueError(f"embed_dim {embed_dim} must be divisible by 4 * num_heads "
-                             f"({4 * num_heads}): the first stage is embed_dim / 4 wide")
-        if len(early_depths) != 2:
-            raise ValueError(f"early_depths gives the blocks of stages 1 and 2, got "
-                             f"{early_depths!r}")
+        n_early = 1 if embedding == "dvs" else 2  # the event model has two stages
+        if len(early_depths) != n_early:
+            raise ValueError(f"early_depths gives the blocks of the {n_early} stage(s) before "
+                             f"the last for embedding {embedding!r}, got {early_depths!r}")
+        factor = 2 ** n_early  # the first stage is embed_dim / factor wide
+        if embed_dim % (factor * num_heads):
+            raise ValueError(f"embed_dim {embed_dim} must be divisible by {factor} * num_heads "
+                             f"({factor * num_heads}): the first stage is embed_dim / {factor} "
+                             f"wide")
         self.T, self.img_size, self.in_chans = T, img_size, in_chans
         self.num_classes, self.embed_dim = num_classes, embed_dim
         neuron = neuron or default_neuron(T)
         self.neuron = neuron
         first, between = EMBEDDINGS[embedding]
-        widths = [embed_dim // 4, embed_dim // 2, embed_dim]
-        self.patch_embeds = nn.ModuleList([
-            SPEDS(in_chans, widths[0], stem_pool=first[0], body_pools=first[1], neuron=neuron),
-            SPEDS(widths[0], widths[1], stem_pool=between[0], body_pools=between[1], neuron=neuron),
-            SPEDS(widths[1], widths[2], stem_pool=between[0], body_pools=between[1], neuron=neuron),
-        ])
+        widths = [embed_dim // 2 ** i for i in range(n_early, -1, -1)]  # D/4, D/2, D or D/2, D
+        if embedding == "dvs":
+            embeds = [PyramidSPEDS(in_chans, widths[0], neuron=neuron)]
+        else:
+            embeds = [SPEDS(in_chans, widths[0], stem_pool=first[0], body_pools=first[1],
+                            neuron=neuron)]
+        embeds += [SPEDS(a, b, stem_pool=between[0], body_pools=between[1], neuron=neuron)
+                   for a, b in zip(widths, widths[1:])]
+        self.patch_embeds = nn.ModuleList(embeds)
 
         def block(dim: int, attn_layer: type[nn.Module]) -> SpikingBlock:
             extra = dict(qkv_bias=False) if attn_layer is SSA else {}
@@ -100,7 +138,7 @@ class QKFormer(TokenTransformer):
             return SpikingBlock(attn=attn, mlp=SpikingMLP(dim, int(dim * mlp_ratio), neuron=neuron))
 
         depths = [*early_depths, depth]
-        layers = [QKTokenAttention, QKTokenAttention, SSA]
+        layers = [QKTokenAttention] * n_early + [SSA]
         self.stages = nn.ModuleList(
             nn.Sequential(*(block(w, layer) for _ in range(n)))
             for w, n, layer in zip(widths, depths, layers))
@@ -158,4 +196,15 @@ def qkformer_10_768(**overrides) -> QKFormer:
     """HST-10-768, ImageNet (1/2/7 blocks, 12 heads): 64,962,760."""
     arch = dict(img_size=224, num_classes=1000, embed_dim=768, early_depths=(1, 2), depth=7,
                 num_heads=12, embedding="imagenet")
+    return _create_qkformer(**{**arch, **overrides})
+
+
+@register_model
+def qkformer_dvs_2_256(**overrides) -> QKFormer:
+    """QKFormer on event frames (official ``cifar10-dvs/model.py``: 128x128 2-channel frames,
+    T=16; stages 128/256 with 1 QKTA + 1 SSA block, 16 heads, mlp_ratio 1): 1,504,138
+    parameters at 10 classes (CIFAR10-DVS). DVS128 Gesture uses ``mlp_ratio=4`` and 11 classes:
+    1,999,371 (``dvs128-gesture/model.py``)."""
+    arch = dict(img_size=128, in_chans=2, num_classes=10, T=16, embed_dim=256,
+                early_depths=(1,), depth=1, num_heads=16, mlp_ratio=1.0, embedding="dvs")
     return _create_qkformer(**{**arch, **overrides})
