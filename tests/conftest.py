@@ -31,3 +31,24 @@ def _small_torch():
     torch.set_num_threads(1)
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="module")
+def quick_run_dir(tmp_path_factory) -> Path:
+    """A 2-epoch quick-preset digits run (T=2, 32 wide), trained once per worker: ``fit``
+    returns the finished record to every later module that asks for the same settings."""
+    import stlib
+
+    out = tmp_path_factory.getbasetemp() / "analysis_quick_run"
+    record = stlib.fit(stlib.load_params("params/spikformer/cifar10.yaml", preset="quick", overrides=[
+        f"experiment.output_dir={out}", "train.epochs=2", "train.progress=false", "model.T=2",
+        "model.kwargs.embed_dim=32"]))
+    return record.run_dir
+
+
+@pytest.fixture(scope="module")
+def quick_run(quick_run_dir):
+    """The quick run rebuilt for analysis: ``(config, model, bundle)``."""
+    from stlib.analysis.gradcam import load_run
+
+    return load_run(quick_run_dir)

@@ -16,16 +16,6 @@ TINY = dict(img_size=8, in_chans=1, embed_dim=16, depth=1, num_heads=2, T=3,
             pool_stages=(False, False, False, True))
 
 
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    """A 2-epoch digits run; fit() returns the finished record when another module made it."""
-    out = tmp_path_factory.getbasetemp() / "analysis_quick_run"
-    record = stlib.fit(stlib.load_params("params/spikformer/cifar10.yaml", preset="quick", overrides=[
-        f"experiment.output_dir={out}", "train.epochs=2", "train.progress=false", "model.T=2",
-        "model.kwargs.embed_dim=32"]))
-    return load_run(record.run_dir)
-
-
 @pytest.fixture
 def active_model():
     torch.manual_seed(0)

@@ -22,16 +22,6 @@ CIFAR_SAMPLES = REPO.parent / "shared" / "data" / "cifar_samples"
 TINY = dict(img_size=32, embed_dim=64, depth=1, num_heads=4, T=2, num_classes=3)
 
 
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    """A 2-epoch digits run; fit() returns the finished record when another module made it."""
-    out = tmp_path_factory.getbasetemp() / "analysis_quick_run"
-    record = stlib.fit(stlib.load_params("params/spikformer/cifar10.yaml", preset="quick", overrides=[
-        f"experiment.output_dir={out}", "train.epochs=2", "train.progress=false", "model.T=2",
-        "model.kwargs.embed_dim=32"]))
-    return load_run(record.run_dir)
-
-
 def tiny_model(name: str):
     """``name`` at tiny widths on 32x32 images; None for event-input models (2 channels in the
     class default or in the factory's)."""

@@ -18,16 +18,6 @@ CIFAR_SAMPLES = REPO.parent / "shared" / "data" / "cifar_samples"
 CIFAR10_MEAN, CIFAR10_STD = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]
 
 
-@pytest.fixture(scope="module")
-def quick_run_dir(tmp_path_factory) -> Path:
-    """A 2-epoch digits run; fit() returns the finished record when another module made it."""
-    out = tmp_path_factory.getbasetemp() / "analysis_quick_run"
-    record = stlib.fit(stlib.load_params("params/spikformer/cifar10.yaml", preset="quick", overrides=[
-        f"experiment.output_dir={out}", "train.epochs=2", "train.progress=false", "model.T=2",
-        "model.kwargs.embed_dim=32"]))
-    return record.run_dir
-
-
 def execute(tmp_path, monkeypatch, **parameters):
     papermill = pytest.importorskip("papermill")
     # one OpenMP thread: the kernel shares 2 cores with other processes
