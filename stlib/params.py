@@ -67,6 +67,8 @@ class DataConfig:
     hflip: float = 0.0
     re_prob: float = 0.0  # random erasing probability
     interpolation: str = "bicubic"
+    train_subset: int | None = None  # quick runs: the first N of a fixed shuffle of the split
+    val_subset: int | None = None
 
 
 @dataclass
@@ -398,6 +400,8 @@ NOTEBOOK_PARAMETERS = {
     "v_threshold": "neuron.v_threshold",
     "model": "model.name",
     "encoding": "model.encoding",
+    "attention": "model.kwargs.attn",  # a host's attention name (ssa, random_ssa, sdsa, ...)
+    "embedding": "model.kwargs.embed",  # a host's embedding name (sps, sps_2conv, ...)
     "dataset": "data.name",
     "T": "model.T",
     "epochs": "train.epochs",

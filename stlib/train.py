@@ -44,6 +44,7 @@ from .analysis.energy import energy_report
 from .analysis.firing import firing_rates_per_step, mean_firing_rate
 from .data import DataBundle, build_dataloaders
 from .encoders import InputEncoder
+from .layers.ablation import component_labels
 from .models import create_model
 from .neurons import neuron_factory
 from .params import Config, ConfigError, load_params
@@ -228,6 +229,13 @@ def build_model(config: Config, bundle: DataBundle) -> nn.Sequential:
     encoder = InputEncoder(config.model.encoding, T, None if events else bundle.mean,
                            None if events else bundle.std, seed=config.experiment.seed)
     stages = [("time_first", TimeFirst())] if events else []
+    if getattr(bundle, "kind", "images") == "sequence":
+        from .layers.sequence import SequenceAsRow
+
+        if config.train.mixup > 0 or config.train.cutmix > 0:
+            raise ConfigError(f"train.mixup/cutmix cannot apply to {bundle.name} pixel sequences; "
+                              f"set them to 0")
+        stages = [("as_row", SequenceAsRow())]  # [B, C, L] -> [B, C, 1, L]: encoders apply as is
     return nn.Sequential(OrderedDict([*stages, ("encoder", encoder), ("net", net)]))
 
 
@@ -530,6 +538,11 @@ def fit(config: Config, *, gpus: int = 1, resume_from: str | Path | None = None,
         "device": device_name(device), "world_size": ddp.world_size,
         "config_hash": config.config_hash,
     }
+    # the meta-transformer table groups runs by these labels
+    summary.update(zip(("attention", "embedding"), component_labels(config.model.kwargs)))
+    if bundle.kind == "sequence":  # psMNIST: the permutation that defines the task
+        sequences = bundle.train_loader.dataset
+        summary["sequence_order"] = getattr(sequences, "dataset", sequences).describe()
 
     def checkpoint(epoch: int, epoch_state: EpochState | None = None) -> dict[str, Any]:
         partial = epoch_state is not None

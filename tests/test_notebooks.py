@@ -92,3 +92,18 @@ def test_architecture_notebook_runs_event_data_unchanged(tmp_path, monkeypatch, 
     summary = json.loads(next((tmp_path / "outputs").rglob("summary.json")).read_text())
     assert summary["dataset"] == "nmnist" and summary["status"] == "finished"
     assert summary["final_acc1"] > 40.0, summary  # 10 classes, 4 epochs
+
+
+@pytest.mark.slow
+def test_sequential_notebook_quick_psmnist(tmp_path, monkeypatch, shared_data):
+    papermill = pytest.importorskip("papermill")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    params = dict(dataset="psmnist", preset="quick_sequential", epochs=4,
+                  output_dir=str(tmp_path / "outputs"))
+    papermill.execute_notebook(str(REPO / "notebooks/sequential_classification.ipynb"),
+                               str(tmp_path / "seq.ipynb"), parameters=params,
+                               kernel_name="python3", cwd=str(REPO), progress_bar=False)
+    summary = json.loads(next((tmp_path / "outputs").rglob("summary.json")).read_text())
+    assert summary["dataset"] == "psmnist" and summary["status"] == "finished"
+    assert summary["sequence_order"]["order"] == "permuted"
+    assert summary["final_acc1"] > 20.0, summary  # 10 classes: well above chance after 4 epochs

@@ -155,3 +155,35 @@ def test_tet_loss_trains_on_per_step_logits(tmp_path):
     assert record.finished and record.summary["final_acc1"] > 10.0
     losses = [r["train_loss"] for r in record.metrics]
     assert losses[1] < losses[0]
+
+
+@pytest.mark.slow
+def test_pixel_sequences_train_through_fit(tmp_path, shared_data, monkeypatch):
+    """psMNIST through the real trainer (MNIST cut to 256 / 128 images to stay fast): the
+    sequence goes to Spikformer's sequence tokenizer and the permutation lands in the record."""
+    import dataclasses
+
+    from torch.utils.data import Subset
+
+    from stlib.data import DATASETS
+
+    full = DATASETS.get("mnist")
+
+    def small_mnist(cfg):
+        splits = full(cfg)
+        return dataclasses.replace(splits, train=Subset(splits.train, range(256)),
+                                   val=Subset(splits.val, range(128)))
+
+    monkeypatch.setitem(DATASETS._entries, "mnist", small_mnist)
+    config = load_params("params/spikformer/psmnist.yaml", preset="quick", overrides=[
+        f"experiment.output_dir={tmp_path}", f"data.root={shared_data / 'mnist'}",
+        "data.name=psmnist", "data.val_batch_size=128", "train.epochs=1", "train.progress=false",
+        "model.T=2", "model.kwargs.embed_dim=32"])
+    record = fit(config)
+    assert record.finished and record.summary["dataset"] == "psmnist"
+    assert record.summary["sequence_order"]["order"] == "permuted"
+    assert len(record.summary["sequence_order"]["permutation_sha256"]) == 16
+    with pytest.raises(ValueError, match="cannot apply to psmnist pixel sequences"):
+        fit(load_params("params/spikformer/psmnist.yaml", preset="quick", overrides=[
+            f"experiment.output_dir={tmp_path / 'b'}", f"data.root={shared_data / 'mnist'}",
+            "data.name=psmnist", "train.mixup=0.5", "train.epochs=1"]))

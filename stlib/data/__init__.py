@@ -14,6 +14,7 @@ from stlib.data.base import (
 )
 from stlib.data import static  # noqa: F401  (registers the static-image datasets)
 from stlib.data import events  # noqa: F401  (registers the event datasets)
+from stlib.data import sequential  # noqa: F401  (registers the sequential-image datasets)
 
 __all__ = ["DATASETS", "DataBundle", "DataConfig", "DatasetNotFoundError", "DatasetSplits",
            "build_dataloaders"]

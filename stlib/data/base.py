@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from stlib.params import DataConfig  # the one definition of the data settings
 from stlib.registry import Registry
@@ -114,6 +114,18 @@ def _read_config(cfg: Any) -> DataConfig:
     return c
 
 
+def _subset(dataset: Dataset, n: int | None, key: str) -> Dataset:
+    """The first ``n`` items of a fixed (seed 0) shuffle of ``dataset``: the same subset for
+    every run, with every class represented in expectation. ``None`` keeps all."""
+    if n is None:
+        return dataset
+    size = len(dataset)  # type: ignore[arg-type]
+    if not 0 < n <= size:
+        raise ValueError(f"{key}={n} must be between 1 and the split's {size} samples")
+    order = torch.randperm(size, generator=torch.Generator().manual_seed(0))[:n]
+    return Subset(dataset, order.tolist())
+
+
 class EpochSampler(DistributedSampler):
     """``DistributedSampler`` whose next epoch can start part-way (resume after an interrupt).
 
@@ -161,6 +173,8 @@ def build_dataloaders(cfg: Any, *, seed: int, device: str = "cpu", rank: int = 0
     c.time_steps = time_steps if time_steps is not None else getattr(cfg, "time_steps", None)
     c.event_cache = getattr(cfg, "event_cache", True)
     splits = DATASETS.get(c.name)(c)
+    splits.train = _subset(splits.train, c.train_subset, "data.train_subset")
+    splits.val = _subset(splits.val, c.val_subset, "data.val_subset")
     train_size, val_size = len(splits.train), len(splits.val)
     if c.batch_size > train_size:
         raise ValueError(f"data.batch_size={c.batch_size} is larger than the {c.name} train "

@@ -31,6 +31,7 @@ from typing import Any, Sequence
 
 from torch import nn
 
+from ..layers.ablation import build_embedding
 from ..layers.grid import fit_pools
 from ..layers.spike_driven import MSSPS, PreActMLP, SpikingTokenHead
 from ._registry import register_model
@@ -43,7 +44,8 @@ class SpikeDrivenTransformer(TokenTransformer):
     ``x [B, C, H, W]`` (direct encoding: repeated T times) or ``[T, B, C, H, W]`` -> logits
     ``[B, classes]`` (mean over T of the per-step logits), or ``[T, B, classes]`` with
     ``per_step_logits=True`` (the official TET mode). ``pool_stages`` is the official
-    ``pooling_stat`` ("0011" CIFAR, "1111" ImageNet).
+    ``pooling_stat`` ("0011" CIFAR, "1111" ImageNet). ``embed`` names the tokenizer in
+    :data:`stlib.layers.ablation.EMBEDDINGS` (``"sps"``: the native MS-SPS, the default).
     """
 
     def __init__(self, *, img_size: int = 32, in_chans: int = 3, num_classes: int = 10,
@@ -51,15 +53,17 @@ class SpikeDrivenTransformer(TokenTransformer):
                  mlp_ratio: float = 4.0, T: int = 4,
                  pool_stages: Sequence[bool] = (False, False, True, True),
                  attn: str = "sdsa", attn_scale: float = 0.125, attn_v_threshold: float = 0.5,
-                 attn_kwargs: dict[str, Any] | None = None,
+                 attn_kwargs: dict[str, Any] | None = None, embed: str = "sps",
                  neuron: NeuronFactory | None = None, per_step_logits: bool = False):
         super().__init__()
         neuron = self.setup(T=T, img_size=img_size, in_chans=in_chans, num_classes=num_classes,
                             embed_dim=embed_dim, neuron=neuron)
         # images too small for the pooling keep its last poolings (quick preset: 8 -> 2)
         self.pool_stages = fit_pools(img_size, pool_stages)
-        self.patch_embed = MSSPS(img_size=img_size, in_chans=in_chans, embed_dim=embed_dim,
-                                 pool_stages=self.pool_stages, neuron=neuron)
+        # embed: the tokenizer from stlib.layers.ablation.EMBEDDINGS ("sps": the native MS-SPS)
+        self.patch_embed = build_embedding(embed, host="sdt", native=MSSPS, img_size=img_size,
+                                           in_chans=in_chans, embed_dim=embed_dim,
+                                           pool_stages=self.pool_stages, neuron=neuron)
         self.blocks = build_blocks(depth, embed_dim, num_heads=num_heads, mlp_ratio=mlp_ratio,
                                    neuron=neuron, attn=attn, attn_kwargs=attn_kwargs,
                                    attn_scale=attn_scale, attn_v_threshold=attn_v_threshold,

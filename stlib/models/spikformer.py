@@ -28,8 +28,11 @@ import torch
 from torch import nn
 
 from ..layers import SPS, MeanTokenHead, SpikingBlock, SpikingMLP, get_attention
+from ..layers.ablation import EMBEDDINGS, build_embedding
 from ..layers.grid import fit_pools
 from ..layers.input_check import to_time_major
+from ..layers.sequence import SequenceEmbed, sequence_time_major
+from ..registry import UnknownNameError
 from ._registry import register_model
 
 NeuronFactory = Callable[..., nn.Module]
@@ -116,9 +119,12 @@ class Spikformer(TokenTransformer):
     ``attn`` names the attention in :data:`stlib.layers.ATTENTIONS` (``"ssa"``; any class
     taking ``(dim, *, num_heads, neuron, scale, attn_v_threshold)`` plugs in);
     ``qkv_bias=False`` is passed on to it only when set (the ImageNet and DVS models), and
-    ``attn_kwargs`` carries an attention's own extra arguments. An image too small for
-    ``pool_stages`` keeps only the last poolings (:func:`stlib.layers.grid.fit_pools`: the
-    ImageNet / DVS configs on the quick preset's 8x8 digits pool 8 -> 2 like CIFAR).
+    ``attn_kwargs`` carries an attention's own extra arguments. ``embed`` names the tokenizer
+    in :data:`stlib.layers.ablation.EMBEDDINGS` (``"sps"``, the default; ``"sps_2conv"``,
+    ``"sps_1conv"`` and their aliases are the meta-transformer ablation's; ``"sequence"`` for
+    sequential images). An image too small for ``pool_stages`` keeps only the last poolings
+    (:func:`stlib.layers.grid.fit_pools`: the ImageNet / DVS configs on the quick preset's 8x8
+    digits pool 8 -> 2 like CIFAR).
 
     ``x [B, C, H, W]`` (repeated over T: direct encoding) or ``[T, B, C, H, W]`` (an encoder's
     output) -> logits ``[B, classes]`` (the mean over T), or ``[T, B, classes]`` with
@@ -131,14 +137,28 @@ class Spikformer(TokenTransformer):
                  pool_stages: Sequence[bool] = (False, False, True, True),
                  attn: str = "ssa", attn_scale: float = 0.125, attn_v_threshold: float = 0.5,
                  qkv_bias: bool = True, attn_kwargs: dict[str, Any] | None = None,
+                 embed: str = "sps",
                  neuron: NeuronFactory | None = None, per_step_logits: bool = False):
         super().__init__()
         neuron = self.setup(T=T, img_size=img_size, in_chans=in_chans, num_classes=num_classes,
                             embed_dim=embed_dim, neuron=neuron)
-        # images too small for the pooling keep its last poolings (quick preset: 8 -> 2)
-        self.pool_stages = fit_pools(img_size, pool_stages)
-        self.patch_embed = SPS(img_size=img_size, in_chans=in_chans, embed_dim=embed_dim,
-                               pool_stages=self.pool_stages, neuron=neuron)
+        if embed != "sequence" and embed not in EMBEDDINGS:
+            raise UnknownNameError("Spikformer embed ('sequence' for sequential images, else "
+                                   "an image tokenizer)", embed,
+                                   ["sequence", *EMBEDDINGS.valid_names()])
+        self.embed = embed
+        if embed == "sequence":
+            self.pool_stages = tuple(pool_stages)
+            self.patch_embed = SequenceEmbed(seq_len=img_size, in_chans=in_chans,
+                                             embed_dim=embed_dim, neuron=neuron)
+        else:
+            # images too small for the pooling keep its last poolings (quick preset: 8 -> 2)
+            self.pool_stages = fit_pools(img_size, pool_stages)
+            # a tokenizer from stlib.layers.ablation.EMBEDDINGS ("sps": the native SPS)
+            self.patch_embed = build_embedding(embed, host="spikformer", native=SPS,
+                                               img_size=img_size, in_chans=in_chans,
+                                               embed_dim=embed_dim, pool_stages=self.pool_stages,
+                                               neuron=neuron)
         # qkv_bias is passed only when off, so attentions without the option still plug in
         attn_kwargs = {**({} if qkv_bias else {"qkv_bias": False}), **(attn_kwargs or {})}
         self.blocks = build_blocks(depth, embed_dim, num_heads=num_heads, mlp_ratio=mlp_ratio,
@@ -147,6 +167,14 @@ class Spikformer(TokenTransformer):
                                    mlp_layer=SpikingMLP)
         self.head = MeanTokenHead(embed_dim, num_classes, per_step=per_step_logits)
         self.apply(_init_weights)
+
+    def to_sequence(self, x: torch.Tensor) -> torch.Tensor:
+        """Images: :meth:`TokenTransformer.to_sequence`; sequences (``embed="sequence"``):
+        ``[B, C, L]`` repeated over T, checked against ``(in_chans, img_size = L)``."""
+        if self.embed == "sequence":
+            return sequence_time_major(x, T=self.T, in_chans=self.in_chans, length=self.img_size,
+                                       model=type(self).__name__)
+        return super().to_sequence(x)
 
 
 def _init_weights(module: nn.Module) -> None:

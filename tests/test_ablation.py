@@ -1,0 +1,172 @@
+"""Meta-transformer ablation switches (stlib.layers.ablation) on the Spikformer and SDT hosts."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from stlib.layers.ablation import EMBEDDINGS, ablation_kwargs, component_labels
+from stlib.models import create_model
+from stlib.registry import UnknownNameError
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = dict(embed_dim=32, depth=1, num_heads=2, img_size=8, in_chans=1, num_classes=4, T=2)
+HOSTS = {"spikformer_4_384": ("ssa", "random_ssa"), "sdt_2_512": ("sdsa", "random_sdsa")}
+
+
+def _count(module: torch.nn.Module, trainable: bool = False) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable)
+
+
+@pytest.mark.parametrize("embedding", ["native", "sps_2conv", "sps_1conv"])
+@pytest.mark.parametrize("attention", ["native", "random_attn", "sdsa_3"])
+@pytest.mark.parametrize("model", list(HOSTS))
+def test_every_switch_builds_and_trains_on_every_host(model, attention, embedding):
+    net = create_model(model, **TINY, **ablation_kwargs(model, attention, embedding))
+    out = net(torch.rand(3, 1, 8, 8))
+    assert out.shape == (3, 4)
+    out.sum().backward()
+    for name, p in net.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None and torch.isfinite(p.grad).all(), name
+
+
+def test_defaults_keep_the_published_parameter_counts():
+    assert _count(create_model("spikformer_4_384")) == 9_324_730
+    assert _count(create_model("sdt_2_512")) == 10_233_418
+    assert _count(create_model("spikformer_4_384", embed="sps")) == 9_324_730
+
+
+@pytest.mark.parametrize("model", list(HOSTS))
+def test_random_attn_freezes_exactly_the_qk_projections(model):
+    torch.manual_seed(0)
+    net = create_model(model, **TINY, attn=HOSTS[model][1])
+    attn = net.blocks[0].attn
+    frozen = {id(p) for proj in (attn.q, attn.k) for p in proj.linear.parameters()}
+    names = {n for n, p in net.named_parameters() if id(p) in frozen}
+    assert names and all(".q.linear." in n or ".k.linear." in n for n in names), names
+    assert all(not p.requires_grad for n, p in net.named_parameters() if n in names)
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=0.5)
+    net(torch.rand(4, 1, 8, 8)).square().sum().backward()
+    params = dict(net.named_parameters())
+    for n in names:
+        assert params[n].grad is None, n
+    for n in ("blocks.0.attn.q.bn.weight", "blocks.0.attn.v.linear.weight",
+              "blocks.0.attn.proj.linear.weight"):
+        assert params[n].requires_grad and params[n].grad is not None, n
+    opt.step()
+    for n in names:
+        assert torch.equal(params[n], before[n]), n
+    assert not torch.equal(params["blocks.0.attn.v.linear.weight"],
+                           before["blocks.0.attn.v.linear.weight"])
+    # same parameters as the native attention; 2 x (D x D [+ D bias]) fewer trainable ones
+    native = create_model(model, **TINY)
+    D, bias = TINY["embed_dim"], int(model.startswith("spikformer"))
+    assert _count(net) == _count(native)
+    assert _count(native, True) - _count(net, True) == 2 * (D * D + bias * D)
+
+
+@pytest.mark.parametrize("model", list(HOSTS))
+def test_embedding_parameter_counts(model):
+    D, C, patch, N = TINY["embed_dim"], TINY["in_chans"], 4, 4  # 8x8 -> 2x2 tokens
+    native = create_model(model, **TINY)
+    base = _count(native) - _count(native.patch_embed)
+    one = create_model(model, **TINY, embed="sps_1conv")
+    assert _count(one.patch_embed) == C * D * patch * patch + 2 * D + N * D
+    assert _count(one) == base + _count(one.patch_embed)
+    two = create_model(model, **TINY, embed="conv2_embed")  # alias of sps_2conv
+    h = D // 2
+    assert _count(two.patch_embed) == ((C * h * 9 + 2 * h) + (h * D * 9 + 2 * D)
+                                       + (D * D * 9 + 2 * D))  # 2 conv-BN stages + RPE
+    assert _count(two) == base + _count(two.patch_embed)
+    assert type(create_model(model, **TINY, embed="vit_embed").patch_embed) is type(one.patch_embed)
+
+
+def test_vit_embed_spikes_the_input_on_spikformer_only():
+    assert not isinstance(create_model("spikformer_4_384", **TINY, embed="sps_1conv")
+                          .patch_embed.input_neuron, torch.nn.Identity)
+    assert isinstance(create_model("sdt_2_512", **TINY, embed="sps_1conv")
+                      .patch_embed.input_neuron, torch.nn.Identity)
+
+
+def test_ablation_kwargs_resolve_random_attn_per_host():
+    assert ablation_kwargs("spikformer_4_384", "random_attn", "vit_embed") == {
+        "attn": "random_ssa", "embed": "vit_embed"}
+    assert ablation_kwargs("sdt_2_512", "random_attn", "native") == {"attn": "random_sdsa"}
+    assert ablation_kwargs("sdt_2_512", "", "") == {}
+    assert ablation_kwargs("spikformer_semm_4_384", "native", "native") == {}
+    assert component_labels({"attn": "random_sdsa", "embed": "vit_embed"}) == (
+        "random_attn", "vit_embed")
+    assert component_labels({"attn": "ssa", "embed": "sps"}) == ("native", "native")
+    assert component_labels({}) == ("native", "native")
+
+
+@pytest.mark.parametrize("model, attention, embedding, match", [
+    ("sdt_2_512", "ssa", "native", r"attention for sdt.*valid: native, random_attn, .*sdsa_3"),
+    ("spikformer_4_384", "random_sdsa", "native", r"valid: native, random_attn, random_ssa"),
+    ("spikformer_4_384", "native", "patchify", r"embedding .*valid: conv2_embed, native"),
+    ("spikformer_semm_4_384", "random_attn", "native",
+     r"no meta-transformer switch.*spikformer, sdt"),
+    ("vit_4_384", "sdsa_3", "native", r"spiking attention.*ViT"),
+    ("vit_4_384", "native", "sps_1conv", r"no meta-transformer switch"),
+    ("qkformer_10_384", "native", "native",
+     r"no meta-transformer switches; models with them: .*sdt_2_512"),
+])
+def test_invalid_combinations_are_refused(model, attention, embedding, match):
+    with pytest.raises(ValueError, match=match):
+        ablation_kwargs(model, attention, embedding)
+
+
+def test_unknown_embedding_on_the_models_names_the_choices():
+    valid = ", ".join(EMBEDDINGS.valid_names())
+    with pytest.raises(UnknownNameError, match=f"valid: {valid}"):
+        create_model("sdt_2_512", **TINY, embed="patchify")
+    with pytest.raises(UnknownNameError, match="sequence"):
+        create_model("spikformer_4_384", **TINY, embed="patchify")
+    with pytest.raises(UnknownNameError, match="argument of model"):
+        create_model("spikformer_semm_4_384", **TINY, embed="sps_1conv")
+
+
+def test_sweep_file_loads_and_names_valid_points():
+    pytest.importorskip("papermill")
+    from stlib.sweep import load_sweep
+
+    sweep = load_sweep(REPO / "params/sweeps/meta_transformer_ablation.yaml")
+    assert sweep.study == "meta_transformer_ablation"
+    points = sweep.points()
+    assert len(points) == 14
+    for _, params in points:  # every point is a valid switch on its host
+        ablation_kwargs(params["model"], params["attention"], params["embedding"])
+
+
+def test_sweep_predicts_one_run_folder_per_point():
+    pytest.importorskip("papermill")
+    from stlib.sweep import load_sweep, predicted_config
+
+    sweep = load_sweep(REPO / "params/sweeps/meta_transformer_ablation.yaml")
+    folders = {predicted_config(sweep, {**params, "preset": "quick"}).run_dir
+               for _, params in sweep.points()}
+    assert len(folders) == len(sweep.points())
+
+
+@pytest.mark.slow
+def test_notebook_quick_run_records_the_switches(tmp_path, monkeypatch):
+    pytest.importorskip("papermill")
+    from stlib.notebooks import run_notebook
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    run_notebook("meta_transformer_ablation", tmp_path / "ablation.ipynb", cwd=REPO,
+                 model="sdt_2_512", attention="random_attn", embedding="vit_embed",
+                 preset="quick", epochs=2, device="cpu", output_dir=str(tmp_path / "outputs"))
+    run_dirs = list((tmp_path / "outputs" / "meta_transformer_ablation").iterdir())
+    assert len(run_dirs) == 1
+    saved = yaml.safe_load((run_dirs[0] / "config.yaml").read_text())
+    assert saved["model"]["kwargs"]["attn"] == "random_sdsa"
+    assert saved["model"]["kwargs"]["embed"] == "vit_embed"
+    assert saved["experiment"]["study"] == "meta_transformer_ablation"
+    summary = json.loads((run_dirs[0] / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["epochs_done"] == 2
