@@ -15,6 +15,8 @@ from stlib.registry import UnknownNameError
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(embed_dim=32, depth=1, num_heads=2, img_size=8, in_chans=1, num_classes=4, T=2)
 HOSTS = {"spikformer_4_384": ("ssa", "random_ssa"), "sdt_2_512": ("sdsa", "random_sdsa")}
+SEMM = "spikformer_semm_4_384"
+VIT = "vit_4_384"
 
 
 def _count(module: torch.nn.Module, trainable: bool = False) -> int:
@@ -22,8 +24,9 @@ def _count(module: torch.nn.Module, trainable: bool = False) -> int:
 
 
 @pytest.mark.parametrize("embedding", ["native", "sps_2conv", "sps_1conv"])
-@pytest.mark.parametrize("attention", ["native", "random_attn", "sdsa_3"])
-@pytest.mark.parametrize("model", list(HOSTS))
+@pytest.mark.parametrize("model, attention", [
+    *((m, a) for m in HOSTS for a in ("native", "random_attn", "sdsa_3")),
+    *((m, a) for m in (SEMM, VIT) for a in ("native", "random_attn"))])  # no sdsa_3 there
 def test_every_switch_builds_and_trains_on_every_host(model, attention, embedding):
     net = create_model(model, **TINY, **ablation_kwargs(model, attention, embedding))
     out = net(torch.rand(3, 1, 8, 8))
@@ -70,7 +73,63 @@ def test_random_attn_freezes_exactly_the_qk_projections(model):
     assert _count(native, True) - _count(net, True) == 2 * (D * D + bias * D)
 
 
-@pytest.mark.parametrize("model", list(HOSTS))
+def test_semm_random_attn_freezes_the_query_experts_and_k():
+    """STEP's random_attn on SEMM: the E stacked query-expert projections and K (Linear weight
+    and bias) stay at their init; router, V, proj and every BN train."""
+    torch.manual_seed(0)
+    net = create_model(SEMM, **TINY, **ablation_kwargs(SEMM, "random_attn"))
+    frozen = {n for n, p in net.named_parameters() if not p.requires_grad}
+    assert frozen == {f"blocks.0.attn.{w}.linear.{t}" for w in "qk" for t in ("weight", "bias")}
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=0.1,
+                            weight_decay=0.06)
+    net(torch.rand(4, 1, 8, 8)).square().sum().backward()
+    params = dict(net.named_parameters())
+    for n in ("blocks.0.attn.q.bn.weight", "blocks.0.attn.router.linear.weight",
+              "blocks.0.attn.v.linear.weight", "blocks.0.attn.proj.linear.weight"):
+        assert params[n].requires_grad and params[n].grad is not None, n
+    opt.step()
+    for n in frozen:
+        assert params[n].grad is None and torch.equal(params[n], before[n]), n
+    assert not torch.equal(params["blocks.0.attn.router.linear.weight"],
+                           before["blocks.0.attn.router.linear.weight"])
+    # the same parameters as EMSA; E*e (queries) + e (key) rows of D weights + bias frozen
+    native = create_model(SEMM, **TINY)
+    D, E = TINY["embed_dim"], native.blocks[0].attn.num_experts
+    e = native.blocks[0].attn.expert_dim
+    assert _count(net) == _count(native)
+    assert _count(native, True) - _count(net, True) == (E * e + e) * (D + 1)
+    assert _count(create_model(SEMM)) == 7_739_242  # defaults unchanged
+
+
+def test_vit_random_attn_splits_qkv_and_freezes_q_and_k():
+    """timm's fused qkv becomes a frozen Q/K Linear plus a trainable V Linear: the same function
+    and parameter count, and Q/K survive an AdamW step with weight decay."""
+    torch.manual_seed(0)
+    native = create_model(VIT, **TINY).eval()
+    torch.manual_seed(0)
+    net = create_model(VIT, **TINY, **ablation_kwargs(VIT, "random_attn")).eval()
+    x = torch.rand(4, 1, 8, 8)
+    assert torch.allclose(net(x), native(x), atol=1e-6)  # the split is the same projection
+    assert _count(net) == _count(native)
+    frozen = {n for n, p in net.named_parameters() if not p.requires_grad}
+    assert frozen == {"blocks.0.attn.qkv.qk.weight", "blocks.0.attn.qkv.qk.bias"}
+    D = TINY["embed_dim"]
+    assert _count(native, True) - _count(net, True) == 2 * D * (D + 1)
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    opt = torch.optim.AdamW(net.parameters(), lr=0.1, weight_decay=0.5)  # all, frozen included
+    net.train()
+    net(x).square().sum().backward()
+    opt.step()
+    params = dict(net.named_parameters())
+    for n in frozen:
+        assert params[n].grad is None and torch.equal(params[n], before[n]), n
+    assert not torch.equal(params["blocks.0.attn.qkv.v.weight"],
+                           before["blocks.0.attn.qkv.v.weight"])
+    assert _count(create_model(VIT)) == 9_303_994  # defaults unchanged
+
+
+@pytest.mark.parametrize("model", [*HOSTS, SEMM])
 def test_embedding_parameter_counts(model):
     D, C, patch, N = TINY["embed_dim"], TINY["in_chans"], 4, 4  # 8x8 -> 2x2 tokens
     native = create_model(model, **TINY)
@@ -87,8 +146,9 @@ def test_embedding_parameter_counts(model):
 
 
 def test_vit_embed_spikes_the_input_on_spikformer_only():
-    assert not isinstance(create_model("spikformer_4_384", **TINY, embed="sps_1conv")
-                          .patch_embed.input_neuron, torch.nn.Identity)
+    for model in ("spikformer_4_384", SEMM):  # SEMM's tokenizer is Spikformer's
+        assert not isinstance(create_model(model, **TINY, embed="sps_1conv")
+                              .patch_embed.input_neuron, torch.nn.Identity)
     assert isinstance(create_model("sdt_2_512", **TINY, embed="sps_1conv")
                       .patch_embed.input_neuron, torch.nn.Identity)
 
@@ -99,6 +159,15 @@ def test_ablation_kwargs_resolve_random_attn_per_host():
     assert ablation_kwargs("sdt_2_512", "random_attn", "native") == {"attn": "random_sdsa"}
     assert ablation_kwargs("sdt_2_512", "", "") == {}
     assert ablation_kwargs("spikformer_semm_4_384", "native", "native") == {}
+    assert ablation_kwargs(SEMM, "random_attn", "sps_2conv") == {"attn": "random_emsa",
+                                                                 "embed": "sps_2conv"}
+    assert ablation_kwargs(SEMM, "emsa", "vit_embed") == {"attn": "emsa", "embed": "vit_embed"}
+    assert component_labels({"attn": "random_emsa"}) == ("random_attn", "native")
+    assert ablation_kwargs(VIT, "random_attn", "sps_1conv") == {"attn": "random_softmax",
+                                                                "embed": "sps_1conv"}
+    assert component_labels({"attn": "random_softmax", "embed": "sps_1conv"}) == (
+        "random_attn", "sps_1conv")
+    assert component_labels({"attn": "emsa", "embed": "sps_1conv"}) == ("native", "sps_1conv")
     assert component_labels({"attn": "random_sdsa", "embed": "vit_embed"}) == (
         "random_attn", "vit_embed")
     assert component_labels({"attn": "ssa", "embed": "sps"}) == ("native", "native")
@@ -109,10 +178,12 @@ def test_ablation_kwargs_resolve_random_attn_per_host():
     ("sdt_2_512", "ssa", "native", r"attention for sdt.*valid: native, random_attn, .*sdsa_3"),
     ("spikformer_4_384", "random_sdsa", "native", r"valid: native, random_attn, random_ssa"),
     ("spikformer_4_384", "native", "patchify", r"embedding .*valid: conv2_embed, native"),
-    ("spikformer_semm_4_384", "random_attn", "native",
-     r"no meta-transformer switch.*spikformer, sdt"),
+    ("spikformer_semm_4_384", "sdsa_3", "native",
+     r"attention for spikformer_semm.*valid: emsa, native, random_attn, random_emsa"),
+    ("spikformer_semm_4_384", "random_ssa", "native", r"valid: emsa, native, random_attn"),
     ("vit_4_384", "sdsa_3", "native", r"spiking attention.*ViT"),
-    ("vit_4_384", "native", "sps_1conv", r"no meta-transformer switch"),
+    ("vit_4_384", "random_ssa", "native", r"spiking attention.*ViT"),
+    ("vit_4_384", "native", "patchify", r"embedding for vit.*valid: conv2_embed"),
     ("qkformer_10_384", "native", "native",
      r"no meta-transformer switches; models with them: .*sdt_2_512"),
 ])
@@ -122,13 +193,17 @@ def test_invalid_combinations_are_refused(model, attention, embedding, match):
 
 
 def test_unknown_embedding_on_the_models_names_the_choices():
-    valid = ", ".join(EMBEDDINGS.valid_names())
-    with pytest.raises(UnknownNameError, match=f"valid: {valid}"):
-        create_model("sdt_2_512", **TINY, embed="patchify")
-    with pytest.raises(UnknownNameError, match="sequence"):
-        create_model("spikformer_4_384", **TINY, embed="patchify")
-    with pytest.raises(UnknownNameError, match="argument of model"):
-        create_model("spikformer_semm_4_384", **TINY, embed="sps_1conv")
+    # the image tokenizers plus "sequence" (sequential images), sorted
+    valid = ", ".join(sorted([*EMBEDDINGS.valid_names(), "sequence"]))
+    for model in (*HOSTS, SEMM):
+        with pytest.raises(UnknownNameError, match=f"valid: {valid}$"):
+            create_model(model, **TINY, embed="patchify")
+    with pytest.raises(UnknownNameError, match="attention"):
+        create_model(SEMM, **TINY, attn="patchify")
+    with pytest.raises(UnknownNameError, match="ViT attention.*valid: random_softmax, softmax"):
+        create_model(VIT, **TINY, attn="ssa")
+    with pytest.raises(UnknownNameError, match="valid: conv2_embed"):
+        create_model(VIT, **TINY, embed="patchify")
 
 
 def test_sweep_file_loads_and_names_valid_points():
@@ -138,7 +213,9 @@ def test_sweep_file_loads_and_names_valid_points():
     sweep = load_sweep(REPO / "params/sweeps/meta_transformer_ablation.yaml")
     assert sweep.study == "meta_transformer_ablation"
     points = sweep.points()
-    assert len(points) == 14
+    assert len(points) == 23
+    assert sum(params["model"] == VIT for _, params in points) == 5
+    assert sum(params["model"] == SEMM for _, params in points) == 4
     for _, params in points:  # every point is a valid switch on its host
         ablation_kwargs(params["model"], params["attention"], params["embedding"])
 

@@ -71,7 +71,7 @@ def test_forward_shapes_and_cam_target():
     per_step = create_model("spikformer_semm_4_384", per_step_logits=True, **SEMM_TINY)
     assert per_step(torch.rand(2, 2, 1, 8, 8)).shape == (2, 2, 3)
     with pytest.raises(ValueError, match="argument .*'attn'"):
-        create_model("spikformer_semm_4_384", attn="ssa")  # the attention is fixed: EMSA
+        create_model("spikformer_semm_4_384", attn="ssa")  # the attention is EMSA or its random-Q/K ablation
 
 
 @pytest.mark.parametrize("name", NEURONS.names())

@@ -1,4 +1,5 @@
-"""Sequential images through Spikformer: the STEP Conv1d tokenizer (``embed="sequence"``)."""
+"""Sequential images through Spikformer, SDT and Spikformer+SEMM: the STEP Conv1d tokenizer
+(``embed="sequence"``)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,6 +17,9 @@ from stlib.params import load_params
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(embed="sequence", embed_dim=32, depth=1, num_heads=4, T=2)
+#: STEP's sequential table: params family -> model
+HOSTS = {"spikformer": "spikformer_4_384", "sdt": "sdt_2_512",
+         "spikformer_semm": "spikformer_semm_4_384"}
 
 
 def _conv_bn(c_in: int, c_out: int, k: int, bias: bool = True) -> int:
@@ -43,6 +47,21 @@ def test_parameter_counts(length, chans, expected):
     image = create_model("spikformer_4_384")
     assert sum(p.numel() for p in image.parameters()) == 9_324_730
     assert expected == 9_324_730 - _sps_params(3, 384) + _sequence_embed_params(chans, 384)
+
+
+@pytest.mark.parametrize("model, image, expected", [
+    ("sdt_2_512", 10_233_418, {784: 7_972_490, 1024: 7_973_130}),
+    ("spikformer_semm_4_384", 7_739_242, {784: 6_467_482, 1024: 6_467_962})])
+def test_parameter_counts_sdt_and_semm(model, image, expected):
+    """The image model's count with its native tokenizer swapped for the sequence one."""
+    native = create_model(model, in_chans=1)
+    assert sum(p.numel() for p in create_model(model).parameters()) == image
+    blocks_and_head = sum(p.numel() for p in native.parameters()) - sum(
+        p.numel() for p in native.patch_embed.parameters())
+    for (length, chans), count in zip([(784, 1), (1024, 3)], expected.values()):
+        seq = create_model(model, embed="sequence", img_size=length, in_chans=chans)
+        assert sum(p.numel() for p in seq.parameters()) == expected[length]
+        assert count == blocks_and_head + _sequence_embed_params(chans, seq.embed_dim)
 
 
 def test_tokenizer_strides_and_tokens():
@@ -105,6 +124,34 @@ def test_backward_reaches_every_parameter():
     assert any(float(p.grad.abs().sum()) > 0 for p in model.patch_embed.parameters())
 
 
+@pytest.mark.parametrize("model", list(HOSTS.values()))
+def test_every_host_builds_and_trains_on_sequences(model):
+    """Tiny sizes: the sequence tokenizer, forward on [B, C, L] and [T, B, C, L], finite
+    gradients on every parameter; an image [T, B, C, H, W] is refused."""
+    torch.manual_seed(0)
+    net = create_model(model, img_size=96, in_chans=3, num_classes=5, **TINY)
+    assert isinstance(net.patch_embed, SequenceEmbed) and net.patch_embed.seq_len == 96
+    x = torch.rand(3, 3, 96)
+    out = net(x)
+    assert out.shape == (3, 5) and torch.isfinite(out).all()
+    assert torch.allclose(net(x.unsqueeze(0).repeat(2, 1, 1, 1)), out, atol=1e-5)
+    out.sum().backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    assert any(float(p.grad.abs().sum()) > 0 for p in net.patch_embed.parameters())
+    with pytest.raises(ValueError, match="reads sequences"):
+        net(torch.rand(2, 3, 3, 4, 96))  # an image, not [T, B, C, 1, L]
+
+
+@pytest.mark.parametrize("model", list(HOSTS.values()))
+def test_sequence_embedding_replaces_only_the_tokenizer(model):
+    image = create_model(model, img_size=32, in_chans=1, **{**TINY, "embed": "sps"})
+    seq = create_model(model, img_size=784, in_chans=1, **TINY)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(seq) - count(seq.patch_embed) == count(image) - count(image.patch_embed)
+    assert count(seq.patch_embed) == _sequence_embed_params(1, TINY["embed_dim"])
+
+
 @pytest.mark.parametrize("name", NEURONS.names())
 def test_every_neuron_type(name):
     model = create_model("spikformer_4_384", img_size=64, in_chans=1,
@@ -123,16 +170,19 @@ def test_trainer_pipeline_row_view_and_rate_encoding():
 
 
 @pytest.mark.parametrize("dataset", ["smnist", "psmnist", "scifar10"])
-def test_params_files_load_and_build(dataset):
+@pytest.mark.parametrize("family", list(HOSTS))
+def test_params_files_load_and_build(family, dataset):
     import stlib.data.sequential  # noqa: F401  (registers the datasets)
 
-    config = load_params(REPO / "params" / "spikformer" / f"{dataset}.yaml")
+    config = load_params(REPO / "params" / family / f"{dataset}.yaml")
+    assert config.model.name == HOSTS[family]
     assert config.data.name == dataset and config.model.kwargs["embed"] == "sequence"
     assert config.train.mixup == 0 and config.train.cutmix == 0  # sequences: no image mixing
     length, chans = (1024, 3) if dataset == "scifar10" else (784, 1)
     model = create_model(config.model.name, img_size=length, in_chans=chans,
-                         **config.model.kwargs)
-    assert model.patch_embed.seq_len == length
+                         **{**config.model.kwargs, "embed_dim": 32, "depth": 1,
+                            "num_heads": 4})
+    assert model.patch_embed.seq_len == length and model.patch_embed.in_chans == chans
 
 
 @pytest.mark.slow
@@ -184,5 +234,7 @@ def test_notebook_config_and_sweep():
     assert config.model.kwargs["embed"] == "sequence" and config.model.kwargs["embed_dim"] == 64
     sweep = load_sweep(REPO / "params" / "sweeps" / "sequential.yaml")
     assert sweep.grid["dataset"] == ["smnist", "psmnist", "scifar10"]
-    for dataset in sweep.grid["dataset"]:
-        assert Path(params_for("spikformer_4_384", dataset)).name == f"{dataset}.yaml"
+    assert sweep.grid["model"] == list(HOSTS.values())
+    for family, model in HOSTS.items():
+        for dataset in sweep.grid["dataset"]:
+            assert params_for(model, dataset) == f"params/{family}/{dataset}.yaml"

@@ -9,8 +9,15 @@ Attention (registered in :data:`stlib.layers.attention.ATTENTIONS`, selected wit
   still train. STEP's ``random_attn``: Q and K are fixed random projections followed by a
   learnable BN. :func:`ablation_kwargs` maps the notebook label ``random_attn`` to the one
   matching the host.
+* ``random_emsa`` (Spikformer+SEMM host): EMSA with the stacked query-expert projection
+  (``attn.q``, the E expert queries) and the shared K projection frozen; the router, V, the
+  output projection, every BN and every neuron still train.
+* the ANN ViT's ``attn="random_softmax"`` (not a registered attention: timm's fused qkv is
+  split, see :class:`stlib.models.vit.SplitQKV`).
 
-Embedding (registry :data:`EMBEDDINGS`, selected with ``embed=`` on Spikformer and SDT), each
+Embedding (registry :data:`EMBEDDINGS`, selected with ``embed=`` on Spikformer, SDT,
+Spikformer+SEMM and the ANN ViT (built with ReLU neurons); the three spiking hosts also take
+``embed="sequence"``, outside this registry), each
 ``[T, B, C, H, W] -> tokens [T, B, N, D]`` on the same ``N`` as the host's native embedding:
 
 * ``sps``: the host's own tokenizer (Spikformer's 4-conv SPS, SDT's MS-SPS); the default.
@@ -27,6 +34,7 @@ from torch import nn
 from ..registry import Registry, UnknownNameError
 from .attention import ATTENTIONS, SSA
 from .multistep import ConvBN, seq_to_batch
+from .semm import EMSA
 from .spike_driven import SDSA
 
 NeuronFactory = Callable[..., nn.Module]
@@ -62,6 +70,23 @@ class RandomSDSA(SDSA):
     bias-free 1x1 convs are Linear layers here, kept at torch's default init).
 
     ``Q ⊙ SN_0.5(SUM_N(K ⊙ V))`` as :class:`~stlib.layers.spike_driven.SDSA` (Eq. 13-14).
+    ``x [T, B, N, D] -> [T, B, N, D]``.
+    """
+
+    def __init__(self, dim: int, **kwargs: Any):
+        super().__init__(dim, **kwargs)
+        freeze_qk(self)
+
+
+@ATTENTIONS.register("random_emsa")
+class RandomEMSA(EMSA):
+    """Spikformer+SEMM's EMSA with random, frozen query-expert and K projections (STEP's
+    ``random_attn`` on SEMM: "the Q and K projections" of shared/reference/STEP.md, here the E
+    stacked expert queries ``attn.q`` and the shared key ``attn.k``, Linear weight and bias, at
+    Spikformer's trunc_normal(0.02) init). The router projection is not a Q/K projection and
+    stays trainable, as do V, the output projection, every BN and neuron.
+
+    ``Y = sum_i R_i * SN_attn(Q_i K^T V * s)`` as :class:`~stlib.layers.semm.EMSA`.
     ``x [T, B, N, D] -> [T, B, N, D]``.
     """
 
@@ -133,7 +158,8 @@ class PatchifyEmbed(nn.Module):
 
 
 #: name -> builder ``(*, img_size, in_chans, embed_dim, pool_stages, neuron, native, host)``;
-#: ``native`` is the host's own tokenizer class, ``host`` "spikformer" or "sdt".
+#: ``native`` is the host's own tokenizer class, ``host`` "spikformer", "sdt" or "vit" (the
+#: ANN, whose ``neuron`` is ReLU).
 EMBEDDINGS: Registry[Callable[..., nn.Module]] = Registry("embedding")
 
 
@@ -178,19 +204,26 @@ HOST_ATTENTIONS: dict[str, dict[str, str | None]] = {
                    "random_ssa": "random_ssa", "sdsa_3": "sdsa_3"},
     "sdt": {"native": None, "sdsa": "sdsa", "random_attn": "random_sdsa",
             "random_sdsa": "random_sdsa", "sdsa_3": "sdsa_3"},
+    # sdsa_3 (STEP has a SEMM row) is not wired: RepConv attention has no experts
+    "spikformer_semm": {"native": None, "emsa": "emsa", "random_attn": "random_emsa",
+                        "random_emsa": "random_emsa"},
+    # the ANN ViT (stlib.models.vit): softmax attention, random_softmax = frozen Q/K
+    "vit": {"native": None, "softmax": "softmax", "random_attn": "random_softmax",
+            "random_softmax": "random_softmax"},
 }
 #: Notebook embedding labels every switchable host takes (None: leave the model's default).
 EMBEDDING_LABELS: dict[str, str | None] = {
     "native": None, "sps": "sps", "sps_2conv": "sps_2conv", "conv2_embed": "conv2_embed",
     "sps_1conv": "sps_1conv", "vit_embed": "vit_embed"}
 #: Switches that only exist for spiking hosts (refused on the ANN ViT with that reason).
-SPIKING_ONLY = {"sdsa_3", "ssa", "sdsa", "random_ssa", "random_sdsa"}
+SPIKING_ONLY = {"sdsa_3", "ssa", "sdsa", "random_ssa", "random_sdsa", "emsa",
+                "random_emsa"}
 
 
 def model_host(model: str) -> str:
     """``"spikformer"``, ``"sdt"``, ``"spikformer_semm"`` or ``"vit"`` for a registered model
-    name (exact classes: a subclass such as Spikformer+SEMM does not take the switches);
-    another model is an error naming the models that do."""
+    name (exact classes: another subclass of these does not take the switches); another model
+    is an error naming the models that do."""
     from ..models._registry import list_models, model_class
     from ..models.sdt import SpikeDrivenTransformer
     from ..models.spikformer import Spikformer
@@ -215,22 +248,16 @@ def ablation_kwargs(model: str, attention: str = "native",
     -> ``{"attn": "random_sdsa", "embed": "vit_embed"}``. ``"native"`` or ``""`` adds nothing
     (the model's default); a host's own names (``"ssa"``, ``"sps"``...) are passed as given.
 
-    Refuses, with the valid choices named, an attention the host does not have, an embedding
-    it cannot take, and every non-native switch on Spikformer+SEMM and the ANN ViT (not wired
-    in this version: their attention and tokenizer are fixed).
+    Refuses, with the valid choices named, an attention the host does not have (Spikformer+SEMM:
+    native / emsa / random_attn / random_emsa; no sdsa_3; ViT: native / softmax / random_attn /
+    random_softmax, never a spiking attention) and an embedding it cannot take.
     """
     host = model_host(model)
     attention, embedding = attention or "native", embedding or "native"
     if host == "vit" and attention in SPIKING_ONLY:
         raise ValueError(f"attention {attention!r} is a spiking attention; the ANN ViT "
-                         f"({model!r}) keeps its softmax attention (attention='native')")
-    if host not in HOST_ATTENTIONS:
-        if (attention, embedding) != ("native", "native"):
-            raise ValueError(f"model {model!r} ({host}) takes no meta-transformer switch in "
-                             f"this version (attention={attention!r}, embedding={embedding!r}); "
-                             f"only attention='native', embedding='native'. Switchable hosts: "
-                             f"{', '.join(HOST_ATTENTIONS)}")
-        return {}
+                         f"({model!r}) keeps its softmax attention (attention='native', "
+                         f"'softmax', or 'random_attn' for random frozen Q/K)")
     attentions = HOST_ATTENTIONS[host]
     if attention not in attentions:
         raise UnknownNameError(f"attention for {host} model {model!r}", attention, attentions)
@@ -244,10 +271,11 @@ def ablation_kwargs(model: str, attention: str = "native",
 def component_labels(model_kwargs: dict[str, Any]) -> tuple[str, str]:
     """The results-table labels ``(attention, embedding)`` of a run from its
     ``config.model.kwargs``: ``native`` where unset, ``random_attn`` for ``random_ssa`` /
-    ``random_sdsa``, any other name as given (so ``vit_embed`` and ``sps_1conv`` stay apart,
-    as in STEP's table)."""
+    ``random_sdsa`` / ``random_emsa`` / ``random_softmax``, any other name as given (so
+    ``vit_embed`` and ``sps_1conv`` stay apart, as in STEP's table)."""
     attn = model_kwargs.get("attn") or "native"
     embed = model_kwargs.get("embed") or "native"
-    attn = {"random_ssa": "random_attn", "random_sdsa": "random_attn", "ssa": "native",
-            "sdsa": "native"}.get(attn, attn)
+    attn = {"random_ssa": "random_attn", "random_sdsa": "random_attn",
+            "random_emsa": "random_attn", "random_softmax": "random_attn", "ssa": "native",
+            "sdsa": "native", "emsa": "native", "softmax": "native"}.get(attn, attn)
     return attn, "native" if embed == "sps" else embed

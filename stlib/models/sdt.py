@@ -31,8 +31,6 @@ from typing import Any, Sequence
 
 from torch import nn
 
-from ..layers.ablation import build_embedding
-from ..layers.grid import fit_pools
 from ..layers.spike_driven import MSSPS, PreActMLP, SpikingTokenHead
 from ._registry import register_model
 from .spikformer import NeuronFactory, TokenTransformer, _init_weights, build_blocks
@@ -45,7 +43,10 @@ class SpikeDrivenTransformer(TokenTransformer):
     ``[B, classes]`` (mean over T of the per-step logits), or ``[T, B, classes]`` with
     ``per_step_logits=True`` (the official TET mode). ``pool_stages`` is the official
     ``pooling_stat`` ("0011" CIFAR, "1111" ImageNet). ``embed`` names the tokenizer in
-    :data:`stlib.layers.ablation.EMBEDDINGS` (``"sps"``: the native MS-SPS, the default).
+    :data:`stlib.layers.ablation.EMBEDDINGS` (``"sps"``: the native MS-SPS, the default), or
+    ``"sequence"`` for sequential images (STEP's ``sequential_embed``,
+    :class:`~stlib.layers.sequence.SequenceEmbed`: ``img_size`` is the sequence length L and
+    ``x [B, C, L]`` or ``[T, B, C, L]``).
     """
 
     def __init__(self, *, img_size: int = 32, in_chans: int = 3, num_classes: int = 10,
@@ -58,12 +59,9 @@ class SpikeDrivenTransformer(TokenTransformer):
         super().__init__()
         neuron = self.setup(T=T, img_size=img_size, in_chans=in_chans, num_classes=num_classes,
                             embed_dim=embed_dim, neuron=neuron)
-        # images too small for the pooling keep its last poolings (quick preset: 8 -> 2)
-        self.pool_stages = fit_pools(img_size, pool_stages)
-        # embed: the tokenizer from stlib.layers.ablation.EMBEDDINGS ("sps": the native MS-SPS)
-        self.patch_embed = build_embedding(embed, host="sdt", native=MSSPS, img_size=img_size,
-                                           in_chans=in_chans, embed_dim=embed_dim,
-                                           pool_stages=self.pool_stages, neuron=neuron)
+        # "sps": the native MS-SPS; "sequence": the Conv1d sequence tokenizer (TokenTransformer)
+        self.patch_embed = self.build_tokenizer(embed, host="sdt", native=MSSPS,
+                                                pool_stages=pool_stages, neuron=neuron)
         self.blocks = build_blocks(depth, embed_dim, num_heads=num_heads, mlp_ratio=mlp_ratio,
                                    neuron=neuron, attn=attn, attn_kwargs=attn_kwargs,
                                    attn_scale=attn_scale, attn_v_threshold=attn_v_threshold,

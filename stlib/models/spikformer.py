@@ -91,8 +91,35 @@ class TokenTransformer(nn.Module):
         self.neuron = neuron or default_neuron(T)
         return self.neuron
 
+    def build_tokenizer(self, embed: str, *, host: str, native: type[nn.Module],
+                        pool_stages: Sequence[bool], neuron: NeuronFactory) -> nn.Module:
+        """The tokenizer named ``embed`` (after :meth:`setup`): ``"sequence"`` is
+        :class:`~stlib.layers.sequence.SequenceEmbed` (``img_size`` is then the sequence length
+        L, input ``[B, C, L]``), any other name one of
+        :data:`stlib.layers.ablation.EMBEDDINGS` built for ``host`` (``"sps"``: ``native``).
+        Sets ``self.embed`` (read by :meth:`to_sequence`) and ``self.pool_stages``."""
+        if embed != "sequence" and embed not in EMBEDDINGS:
+            raise UnknownNameError(f"{type(self).__name__} embed ('sequence' for sequential "
+                                   "images, else an image tokenizer)", embed,
+                                   ["sequence", *EMBEDDINGS.valid_names()])
+        self.embed = embed
+        if embed == "sequence":
+            self.pool_stages = tuple(pool_stages)
+            return SequenceEmbed(seq_len=self.img_size, in_chans=self.in_chans,
+                                 embed_dim=self.embed_dim, neuron=neuron)
+        # images too small for the pooling keep its last poolings (quick preset: 8 -> 2)
+        self.pool_stages = fit_pools(self.img_size, pool_stages)
+        return build_embedding(embed, host=host, native=native, img_size=self.img_size,
+                               in_chans=self.in_chans, embed_dim=self.embed_dim,
+                               pool_stages=self.pool_stages, neuron=neuron)
+
     def to_sequence(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, C, H, W]`` -> ``[T, B, C, H, W]`` (direct encoding); 5-D input is checked."""
+        """Images: ``[B, C, H, W]`` -> ``[T, B, C, H, W]`` (direct encoding; 5-D input is
+        checked). Sequences (``embed="sequence"``): ``[B, C, L]`` repeated over T, checked
+        against ``(in_chans, img_size = L)``."""
+        if getattr(self, "embed", None) == "sequence":
+            return sequence_time_major(x, T=self.T, in_chans=self.in_chans, length=self.img_size,
+                                       model=type(self).__name__)
         return to_time_major(x, T=self.T, in_chans=self.in_chans, img_size=self.img_size,
                              model=type(self).__name__)
 
@@ -142,23 +169,9 @@ class Spikformer(TokenTransformer):
         super().__init__()
         neuron = self.setup(T=T, img_size=img_size, in_chans=in_chans, num_classes=num_classes,
                             embed_dim=embed_dim, neuron=neuron)
-        if embed != "sequence" and embed not in EMBEDDINGS:
-            raise UnknownNameError("Spikformer embed ('sequence' for sequential images, else "
-                                   "an image tokenizer)", embed,
-                                   ["sequence", *EMBEDDINGS.valid_names()])
-        self.embed = embed
-        if embed == "sequence":
-            self.pool_stages = tuple(pool_stages)
-            self.patch_embed = SequenceEmbed(seq_len=img_size, in_chans=in_chans,
-                                             embed_dim=embed_dim, neuron=neuron)
-        else:
-            # images too small for the pooling keep its last poolings (quick preset: 8 -> 2)
-            self.pool_stages = fit_pools(img_size, pool_stages)
-            # a tokenizer from stlib.layers.ablation.EMBEDDINGS ("sps": the native SPS)
-            self.patch_embed = build_embedding(embed, host="spikformer", native=SPS,
-                                               img_size=img_size, in_chans=in_chans,
-                                               embed_dim=embed_dim, pool_stages=self.pool_stages,
-                                               neuron=neuron)
+        # "sps": the native SPS; "sequence": the Conv1d sequence tokenizer (TokenTransformer)
+        self.patch_embed = self.build_tokenizer(embed, host="spikformer", native=SPS,
+                                                pool_stages=pool_stages, neuron=neuron)
         # qkv_bias is passed only when off, so attentions without the option still plug in
         attn_kwargs = {**({} if qkv_bias else {"qkv_bias": False}), **(attn_kwargs or {})}
         self.blocks = build_blocks(depth, embed_dim, num_heads=num_heads, mlp_ratio=mlp_ratio,
@@ -167,14 +180,6 @@ class Spikformer(TokenTransformer):
                                    mlp_layer=SpikingMLP)
         self.head = MeanTokenHead(embed_dim, num_classes, per_step=per_step_logits)
         self.apply(_init_weights)
-
-    def to_sequence(self, x: torch.Tensor) -> torch.Tensor:
-        """Images: :meth:`TokenTransformer.to_sequence`; sequences (``embed="sequence"``):
-        ``[B, C, L]`` repeated over T, checked against ``(in_chans, img_size = L)``."""
-        if self.embed == "sequence":
-            return sequence_time_major(x, T=self.T, in_chans=self.in_chans, length=self.img_size,
-                                       model=type(self).__name__)
-        return super().to_sequence(x)
 
 
 def _init_weights(module: nn.Module) -> None:

@@ -25,10 +25,15 @@ from typing import Sequence
 
 from torch import nn
 
-from ..layers import SpikingBlock
-from ..layers.semm import EMSA, EMSP
+from ..layers import SpikingBlock, get_attention
+from ..layers.semm import EMSP
+from ..registry import UnknownNameError
 from ._registry import register_model
 from .spikformer import NeuronFactory, Spikformer, _init_weights
+
+
+#: SEMM's ``attn`` values: the expert attentions of :data:`stlib.layers.ATTENTIONS`
+SEMM_ATTENTIONS = ("emsa", "random_emsa")
 
 
 class SpikformerSEMM(Spikformer):
@@ -36,6 +41,14 @@ class SpikformerSEMM(Spikformer):
 
     ``x [B, C, H, W]`` (repeated over T) or ``[T, B, C, H, W]`` -> logits ``[B, classes]``, or
     ``[T, B, classes]`` with ``per_step_logits=True``. ``expert_dim=None`` means D / 4.
+
+    Meta-transformer switches (STEP's component test): ``attn`` names the expert attention in
+    :data:`stlib.layers.ATTENTIONS`, ``"emsa"`` or ``"random_emsa"`` (STEP's ``random_attn``
+    for SEMM: the E query-expert and the K projections frozen at their init,
+    :class:`stlib.layers.ablation.RandomEMSA`); other attentions have no experts and are
+    refused. ``embed`` is Spikformer's: an image tokenizer of
+    :data:`stlib.layers.ablation.EMBEDDINGS` (``"sps"`` by default) or ``"sequence"`` for
+    sequential images (``img_size`` = the sequence length, ``x [B, C, L]``).
     """
 
     def __init__(self, *, img_size: int = 32, in_chans: int = 3, num_classes: int = 10,
@@ -43,18 +56,23 @@ class SpikformerSEMM(Spikformer):
                  mlp_ratio: float = 4.0, T: int = 4,
                  pool_stages: Sequence[bool] = (False, False, True, True),
                  num_experts: int = 4, expert_dim: int | None = None,
-                 attn_scale: float = 0.125, attn_v_threshold: float = 0.5,
+                 attn: str = "emsa", attn_scale: float = 0.125, attn_v_threshold: float = 0.5,
+                 embed: str = "sps",
                  neuron: NeuronFactory | None = None, per_step_logits: bool = False):
+        if attn not in SEMM_ATTENTIONS:
+            raise UnknownNameError("expert attention (argument 'attn') of SpikformerSEMM", attn,
+                                   SEMM_ATTENTIONS)
         # Spikformer builds the SPS, the head and the checks; its blocks are replaced below
         super().__init__(img_size=img_size, in_chans=in_chans, num_classes=num_classes,
                          embed_dim=embed_dim, depth=0, num_heads=num_heads, mlp_ratio=mlp_ratio,
-                         T=T, pool_stages=pool_stages, neuron=neuron,
+                         T=T, pool_stages=pool_stages, embed=embed, neuron=neuron,
                          per_step_logits=per_step_logits)
+        attn_layer = get_attention(attn)
         self.blocks = nn.ModuleList(
             SpikingBlock(
-                attn=EMSA(embed_dim, num_heads=num_heads, neuron=self.neuron, scale=attn_scale,
-                          attn_v_threshold=attn_v_threshold, num_experts=num_experts,
-                          expert_dim=expert_dim),
+                attn=attn_layer(embed_dim, num_heads=num_heads, neuron=self.neuron,
+                                scale=attn_scale, attn_v_threshold=attn_v_threshold,
+                                num_experts=num_experts, expert_dim=expert_dim),
                 mlp=EMSP(embed_dim, int(embed_dim * mlp_ratio), neuron=self.neuron),
             )
             for _ in range(depth)
