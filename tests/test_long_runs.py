@@ -74,13 +74,20 @@ def metrics_rows(run_dir: Path) -> int:
     return len(path.read_text().splitlines()) - 1 if path.is_file() else 0
 
 
-@pytest.mark.slow
-def test_sigkill_mid_epoch_then_resume_matches_the_uninterrupted_run(tmp_path, straight):
-    config = config_for(tmp_path)
-    process = subprocess.Popen([sys.executable, "-m", "stlib.train", *cli(tmp_path)], cwd=REPO,
+def train_into_second_epoch(out: Path):
+    """Start ``python -m stlib.train`` in a child process; return once epoch 0 is recorded and
+    the child is a little way into epoch 1."""
+    config = config_for(out)
+    process = subprocess.Popen([sys.executable, "-m", "stlib.train", *cli(out)], cwd=REPO,
                                env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     wait_for(lambda: metrics_rows(config.run_dir) >= 1, process)
     time.sleep(0.3)  # into the second epoch
+    return config, process
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume_matches_the_uninterrupted_run(tmp_path, straight):
+    config, process = train_into_second_epoch(tmp_path)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert RunRecord.load(config.run_dir).summary["status"] == "running"
@@ -91,11 +98,7 @@ def test_sigkill_mid_epoch_then_resume_matches_the_uninterrupted_run(tmp_path, s
 
 @pytest.mark.slow
 def test_sigterm_checkpoints_mid_epoch_and_resumes_exactly(tmp_path, straight):
-    config = config_for(tmp_path)
-    process = subprocess.Popen([sys.executable, "-m", "stlib.train", *cli(tmp_path)], cwd=REPO,
-                               env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    wait_for(lambda: metrics_rows(config.run_dir) >= 1, process)
-    time.sleep(0.3)
+    config, process = train_into_second_epoch(tmp_path)
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=120) == 130
     assert "stopped by signal" in process.stderr.read().decode()

@@ -13,6 +13,21 @@ REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 
 
+def run_quick(notebook: str, tmp_path, monkeypatch, **parameters) -> dict:
+    """Execute ``notebooks/<notebook>.ipynb`` under papermill (one OpenMP thread: the kernel
+    shares the cores with the other xdist worker) with its run under ``tmp_path/outputs``;
+    returns that run's summary.json."""
+    papermill = pytest.importorskip("papermill")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    out = tmp_path / "outputs"
+    papermill.execute_notebook(str(REPO / f"notebooks/{notebook}.ipynb"),
+                               str(tmp_path / f"{notebook}.ipynb"),
+                               parameters={**parameters, "output_dir": str(out)},
+                               kernel_name="python3", cwd=str(REPO), progress_bar=False)
+    [summary] = list(out.rglob("summary.json"))  # exactly one run
+    return json.loads(summary.read_text())
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebooks_are_committed_clean_with_a_parameters_cell(path):
     nb = nbformat.read(path, as_version=4)
@@ -59,51 +74,33 @@ def test_unknown_notebook_parameter_is_refused(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["spikformer_4_384", "sdt_2_512"])
 def test_architecture_notebook_quick(tmp_path, monkeypatch, model):
-    papermill = pytest.importorskip("papermill")
     from stlib.models import MODELS
 
     if model not in MODELS:
         pytest.skip(f"{model} is not registered")
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    out = tmp_path / f"arch_{model}.ipynb"
-    params = dict(model=model, dataset="cifar10", preset="quick", epochs=4,
-                  output_dir=str(tmp_path / "outputs"))
-    papermill.execute_notebook(str(REPO / "notebooks/architecture_reproduction.ipynb"), str(out),
-                               parameters=params, kernel_name="python3", cwd=str(REPO),
-                               progress_bar=False)
+    summary = run_quick("architecture_reproduction", tmp_path, monkeypatch, model=model,
+                        dataset="cifar10", preset="quick", epochs=4)
     from stlib.params import params_for
 
     config = from_notebook(params_for(model, "cifar10"), "quick", epochs=4, seed=0, device="auto",
-                           output_dir=params["output_dir"], study="architecture_reproduction")
-    summary = json.loads((config.run_dir / "summary.json").read_text())
+                           output_dir=str(tmp_path / "outputs"), study="architecture_reproduction")
+    assert json.loads((config.run_dir / "summary.json").read_text()) == summary
     assert summary["model"] == model and summary["status"] == "finished"
     assert summary["final_acc1"] > 50.0, summary  # 10 classes: well above chance after 4 epochs
 
 
 @pytest.mark.slow
 def test_architecture_notebook_runs_event_data_unchanged(tmp_path, monkeypatch, shared_data):
-    papermill = pytest.importorskip("papermill")
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    params = dict(model="spikformer_2_384", dataset="nmnist", preset="quick_events", epochs=4,
-                  output_dir=str(tmp_path / "outputs"))
-    papermill.execute_notebook(str(REPO / "notebooks/architecture_reproduction.ipynb"),
-                               str(tmp_path / "arch_nmnist.ipynb"), parameters=params,
-                               kernel_name="python3", cwd=str(REPO), progress_bar=False)
-    summary = json.loads(next((tmp_path / "outputs").rglob("summary.json")).read_text())
+    summary = run_quick("architecture_reproduction", tmp_path, monkeypatch,
+                        model="spikformer_2_384", dataset="nmnist", preset="quick_events", epochs=4)
     assert summary["dataset"] == "nmnist" and summary["status"] == "finished"
     assert summary["final_acc1"] > 40.0, summary  # 10 classes, 4 epochs
 
 
 @pytest.mark.slow
 def test_sequential_notebook_quick_psmnist(tmp_path, monkeypatch, shared_data):
-    papermill = pytest.importorskip("papermill")
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    params = dict(dataset="psmnist", preset="quick_sequential", epochs=4,
-                  output_dir=str(tmp_path / "outputs"))
-    papermill.execute_notebook(str(REPO / "notebooks/sequential_classification.ipynb"),
-                               str(tmp_path / "seq.ipynb"), parameters=params,
-                               kernel_name="python3", cwd=str(REPO), progress_bar=False)
-    summary = json.loads(next((tmp_path / "outputs").rglob("summary.json")).read_text())
+    summary = run_quick("sequential_classification", tmp_path, monkeypatch, dataset="psmnist",
+                        preset="quick_sequential", epochs=4)
     assert summary["dataset"] == "psmnist" and summary["status"] == "finished"
     assert summary["sequence_order"]["order"] == "permuted"
     assert summary["final_acc1"] > 20.0, summary  # 10 classes: well above chance after 4 epochs
