@@ -25,8 +25,8 @@ def _count(module: torch.nn.Module, trainable: bool = False) -> int:
 
 @pytest.mark.parametrize("embedding", ["native", "sps_2conv", "sps_1conv"])
 @pytest.mark.parametrize("model, attention", [
-    *((m, a) for m in HOSTS for a in ("native", "random_attn", "sdsa_3")),
-    *((m, a) for m in (SEMM, VIT) for a in ("native", "random_attn"))])  # no sdsa_3 there
+    *((m, a) for m in (*HOSTS, SEMM) for a in ("native", "random_attn", "sdsa_3")),
+    *((VIT, a) for a in ("native", "random_attn"))])  # no spiking attention on the ANN
 def test_every_switch_builds_and_trains_on_every_host(model, attention, embedding):
     net = create_model(model, **TINY, **ablation_kwargs(model, attention, embedding))
     out = net(torch.rand(3, 1, 8, 8))
@@ -178,8 +178,8 @@ def test_ablation_kwargs_resolve_random_attn_per_host():
     ("sdt_2_512", "ssa", "native", r"attention for sdt.*valid: native, random_attn, .*sdsa_3"),
     ("spikformer_4_384", "random_sdsa", "native", r"valid: native, random_attn, random_ssa"),
     ("spikformer_4_384", "native", "patchify", r"embedding .*valid: conv2_embed, native"),
-    ("spikformer_semm_4_384", "sdsa_3", "native",
-     r"attention for spikformer_semm.*valid: emsa, native, random_attn, random_emsa"),
+    ("spikformer_semm_4_384", "sdsa", "native",
+     r"attention for spikformer_semm.*valid: emsa, native, random_attn, random_emsa, sdsa_3"),
     ("spikformer_semm_4_384", "random_ssa", "native", r"valid: emsa, native, random_attn"),
     ("vit_4_384", "sdsa_3", "native", r"spiking attention.*ViT"),
     ("vit_4_384", "random_ssa", "native", r"spiking attention.*ViT"),
@@ -213,9 +213,9 @@ def test_sweep_file_loads_and_names_valid_points():
     sweep = load_sweep(REPO / "params/sweeps/meta_transformer_ablation.yaml")
     assert sweep.study == "meta_transformer_ablation"
     points = sweep.points()
-    assert len(points) == 23
+    assert len(points) == 26  # STEP's 3 x 7 spiking cells + its 5 ViT rows
     assert sum(params["model"] == VIT for _, params in points) == 5
-    assert sum(params["model"] == SEMM for _, params in points) == 4
+    assert sum(params["model"] == SEMM for _, params in points) == 7
     for _, params in points:  # every point is a valid switch on its host
         ablation_kwargs(params["model"], params["attention"], params["embedding"])
 
@@ -247,3 +247,23 @@ def test_notebook_quick_run_records_the_switches(tmp_path, monkeypatch):
     assert saved["experiment"]["study"] == "meta_transformer_ablation"
     summary = json.loads((run_dirs[0] / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["epochs_done"] == 2
+
+
+def test_semm_sdsa_3_swaps_the_attention_and_keeps_the_expert_mlp():
+    """STEP's sdsa_3 on SEMM: the block attention is Meta-SpikeFormer's RepConv attention with
+    the host's heads (no experts); the expert MLP (EMSP) stays. The difference in parameters is
+    exactly EMSA -> SDSA-3 per block."""
+    from stlib.layers.semm import EMSA, EMSP
+    from stlib.layers.spike_driven import SDSA3
+
+    net = create_model(SEMM, **ablation_kwargs(SEMM, "sdsa_3"))
+    native = create_model(SEMM)
+    for block, ref in zip(net.blocks, native.blocks, strict=True):
+        assert isinstance(block.attn, SDSA3) and isinstance(block.mlp, EMSP)
+        assert isinstance(ref.attn, EMSA) and block.attn.num_heads == 12
+        assert _count(block.mlp) == _count(ref.mlp)
+    D = 384
+    sdsa3 = 4 * (2 * D * D + 15 * D)  # q, k, v, proj: BN(RepConv), 2d^2 + 15d each
+    assert _count(net.blocks[0].attn) == sdsa3
+    assert _count(net) == _count(native) + 4 * (sdsa3 - _count(native.blocks[0].attn))
+    assert _count(net) == 10_611_898

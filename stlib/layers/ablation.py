@@ -204,9 +204,9 @@ HOST_ATTENTIONS: dict[str, dict[str, str | None]] = {
                    "random_ssa": "random_ssa", "sdsa_3": "sdsa_3"},
     "sdt": {"native": None, "sdsa": "sdsa", "random_attn": "random_sdsa",
             "random_sdsa": "random_sdsa", "sdsa_3": "sdsa_3"},
-    # sdsa_3 (STEP has a SEMM row) is not wired: RepConv attention has no experts
+    # sdsa_3 on SEMM: RepConv attention (no experts) in front of the expert MLP
     "spikformer_semm": {"native": None, "emsa": "emsa", "random_attn": "random_emsa",
-                        "random_emsa": "random_emsa"},
+                        "random_emsa": "random_emsa", "sdsa_3": "sdsa_3"},
     # the ANN ViT (stlib.models.vit): softmax attention, random_softmax = frozen Q/K
     "vit": {"native": None, "softmax": "softmax", "random_attn": "random_softmax",
             "random_softmax": "random_softmax"},
@@ -249,7 +249,7 @@ def ablation_kwargs(model: str, attention: str = "native",
     (the model's default); a host's own names (``"ssa"``, ``"sps"``...) are passed as given.
 
     Refuses, with the valid choices named, an attention the host does not have (Spikformer+SEMM:
-    native / emsa / random_attn / random_emsa; no sdsa_3; ViT: native / softmax / random_attn /
+    native / emsa / random_attn / random_emsa / sdsa_3; ViT: native / softmax / random_attn /
     random_softmax, never a spiking attention) and an embedding it cannot take.
     """
     host = model_host(model)

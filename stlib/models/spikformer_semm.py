@@ -32,8 +32,10 @@ from ._registry import register_model
 from .spikformer import NeuronFactory, Spikformer, _init_weights
 
 
-#: SEMM's ``attn`` values: the expert attentions of :data:`stlib.layers.ATTENTIONS`
-SEMM_ATTENTIONS = ("emsa", "random_emsa")
+#: SEMM's ``attn`` values in :data:`stlib.layers.ATTENTIONS`: the expert attentions, and
+#: Meta-SpikeFormer's RepConv attention (STEP's ``sdsa_3`` on SEMM, which has no experts)
+EXPERT_ATTENTIONS = ("emsa", "random_emsa")
+SEMM_ATTENTIONS = (*EXPERT_ATTENTIONS, "sdsa_3")
 
 
 class SpikformerSEMM(Spikformer):
@@ -45,8 +47,10 @@ class SpikformerSEMM(Spikformer):
     Meta-transformer switches (STEP's component test): ``attn`` names the expert attention in
     :data:`stlib.layers.ATTENTIONS`, ``"emsa"`` or ``"random_emsa"`` (STEP's ``random_attn``
     for SEMM: the E query-expert and the K projections frozen at their init,
-    :class:`stlib.layers.ablation.RandomEMSA`); other attentions have no experts and are
-    refused. ``embed`` is Spikformer's: an image tokenizer of
+    :class:`stlib.layers.ablation.RandomEMSA`), or ``"sdsa_3"``: STEP's component test swaps
+    SEMM's attention for Meta-SpikeFormer's RepConv attention
+    (:class:`stlib.layers.spike_driven.SDSA3`, ``num_heads`` heads, no experts) and keeps the
+    expert MLP (EMSP). Other attentions are refused. ``embed`` is Spikformer's: an image tokenizer of
     :data:`stlib.layers.ablation.EMBEDDINGS` (``"sps"`` by default) or ``"sequence"`` for
     sequential images (``img_size`` = the sequence length, ``x [B, C, L]``).
     """
@@ -68,11 +72,13 @@ class SpikformerSEMM(Spikformer):
                          T=T, pool_stages=pool_stages, embed=embed, neuron=neuron,
                          per_step_logits=per_step_logits)
         attn_layer = get_attention(attn)
+        experts = (dict(num_experts=num_experts, expert_dim=expert_dim)
+                   if attn in EXPERT_ATTENTIONS else {})
         self.blocks = nn.ModuleList(
             SpikingBlock(
                 attn=attn_layer(embed_dim, num_heads=num_heads, neuron=self.neuron,
                                 scale=attn_scale, attn_v_threshold=attn_v_threshold,
-                                num_experts=num_experts, expert_dim=expert_dim),
+                                **experts),
                 mlp=EMSP(embed_dim, int(embed_dim * mlp_ratio), neuron=self.neuron),
             )
             for _ in range(depth)
