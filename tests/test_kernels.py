@@ -145,6 +145,18 @@ def test_fused_torch_path_matches_reference(vid, name, settings, surrogate, dtyp
                  device="cpu")
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("vid,name,settings", TORCH_VARIANTS, ids=[v[0] for v in TORCH_VARIANTS])
+def test_fused_torch_path_across_chunk_boundaries(monkeypatch, vid, name, settings, dtype):
+    """The CPU path steps column blocks of CHUNK neurons through all T one after another: with
+    16-neuron blocks over 115 neurons (7 full blocks and a ragged one) every result, the PLIF
+    w gradient summed over blocks included, still equals the reference."""
+    from stlib.neurons.kernels import torch_ops
+
+    monkeypatch.setattr(torch_ops, "CHUNK", 16)
+    _compare(name, {**settings, "detach_reset": False}, dtype, 4, "auto", device="cpu", seed=3)
+
+
 def test_auto_picks_the_fused_torch_path_on_cpu_and_the_loop_otherwise():
     x = torch.rand(4, 3)
     assert kernels.select(create_neuron("LIF"), x) is kernels.run_torch

@@ -57,7 +57,7 @@ class LinearBN(nn.Module):
         self.bn = nn.BatchNorm1d(out_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        T, B, N, _ = x.shape
-        y = self.linear(x.flatten(0, 1))  # [T*B, N, C_out]
-        y = self.bn(y.transpose(1, 2)).transpose(1, 2)
-        return y.reshape(T, B, N, -1)
+        y = self.linear(x.flatten(0, 2))  # [T*B*N, C_out]
+        # BN1d on [T*B*N, C] has the statistics of BN1d on [T*B, C, N] (per channel, over every
+        # token of every step and sample) without the two transposes
+        return self.bn(y).reshape(*x.shape[:-1], -1)

@@ -84,6 +84,8 @@ class BaseNeuron(nn.Module):
         s = spike.detach() if self.detach_reset else spike
         if self.v_reset is None:
             self.v = self.v - self.v_threshold * s
+        elif self.v_reset == 0.0:  # the V_r S term is zero (skipped: two passes fewer)
+            self.v = self.v * (1.0 - s)
         else:
             self.v = self.v * (1.0 - s) + self.v_reset * s
 
@@ -120,8 +122,10 @@ class BaseNeuron(nn.Module):
         x = x_seq.to(torch.promote_types(x_seq.dtype, torch.float32))  # state math in >= fp32
         self.init_state(x[0])
         spikes, h_seq = [], []
-        for t in range(x.shape[0]):
-            self.charge(x[t], t)
+        # unbind: one backward node for all steps (x[t] would scatter each step's gradient
+        # into its own full-size zero tensor)
+        for t, x_t in enumerate(x.unbind(0)):
+            self.charge(x_t, t)
             if self.store_v_seq:
                 h_seq.append(self.v.detach())
             spike = self.fire()
