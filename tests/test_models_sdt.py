@@ -114,3 +114,68 @@ def test_quick_preset_trains_on_digits():
                                         ("params/sdt/cifar10_if_soft.yaml", "sdt_2_256")])
 def test_params_files_load(path, name):
     check_params_file(path, name)
+
+
+# ------------------------------------------------------------------------ DVS mode ("Erode")
+def _official_grid(tokens: torch.Tensor) -> torch.Tensor:
+    """[T, B, N, D] -> the official layout [T, B, C, H, W]."""
+    T, B, N, D = tokens.shape
+    side = int(N ** 0.5)
+    return tokens.transpose(2, 3).reshape(T, B, D, side, side)
+
+
+def _official_heads(grid: torch.Tensor, h: int) -> torch.Tensor:
+    """[T, B, C, H, W] -> [T, B, h, N, C/h], as the official code reshapes."""
+    T, B, C, H, W = grid.shape
+    return grid.flatten(3).transpose(-1, -2).reshape(T, B, H * W, h, C // h).permute(0, 1, 3, 2, 4)
+
+
+def test_max3x3_is_the_official_maxpool3d():
+    from stlib.layers.spike_driven import max3x3
+
+    x = torch.randn(3, 2, 5, 4, 6)
+    erode = torch.nn.MaxPool3d(kernel_size=(1, 3, 3), stride=1, padding=(0, 1, 1))
+    assert torch.equal(max3x3(x), erode(x))
+
+
+def test_dvs_sdsa_pools_k_v_kv_and_y_where_the_official_does():
+    """Written the official way (5-D MaxPool3d on [T, B, C, H, W] for K and V, on the head
+    layout [T, B, h, N, d] for K ⊙ V and Y) from the module's own layers and neurons."""
+    torch.manual_seed(0)
+    h, D = 2, 8
+    attn = SDSA(D, num_heads=h, neuron=neuron_factory("IF", v_threshold=0.3), dvs=True).eval()
+    pool = torch.nn.MaxPool3d(kernel_size=(1, 3, 3), stride=1, padding=(0, 1, 1))
+    x = torch.randn(3, 2, 16, D) * 2  # 4x4 tokens
+    s = attn.shortcut_neuron(x)
+    q = _official_heads(_official_grid(attn.q_neuron(attn.q(s))), h)
+    k = _official_heads(pool(_official_grid(attn.k_neuron(attn.k(s)))), h)
+    v = _official_heads(pool(_official_grid(attn.v_neuron(attn.v(s)))), h)
+    a = attn.attn_neuron(pool(k * v).sum(dim=-2, keepdim=True))
+    y = pool(q * a)  # [T, B, h, N, d]
+    expected = attn.proj(y.transpose(2, 3).reshape(3, 2, 16, D))
+    out = attn(x)
+    torch.testing.assert_close(out, expected)
+    plain = SDSA(D, num_heads=h, neuron=neuron_factory("IF", v_threshold=0.3)).eval()
+    plain.load_state_dict(attn.state_dict())  # same weights, no parameters added by dvs
+    assert not torch.allclose(plain(x), out)
+
+
+def test_dvs_params_turn_the_erode_on():
+    from stlib.params import load_params
+
+    for path in ("params/sdt/cifar10_dvs.yaml", "params/sdt/dvs_gesture.yaml",
+                 "params/sdt/ncaltech101.yaml"):
+        config = load_params(path)
+        assert config.model.kwargs["attn_kwargs"] == {"dvs": True}, path
+        model = create_model(config.model.name, **config.model.kwargs)
+        assert all(block.attn.dvs for block in model.blocks)
+        assert meta_count(config.model.name) == 2_567_082 - 2 * TALKING_HEADS  # nothing added
+    assert not create_model("sdt_2_512").blocks[0].attn.dvs  # static data: off
+
+
+def test_an_attention_extra_the_attention_does_not_take_is_named():
+    # e.g. an SDT DVS config's dvs flag reaching Spikformer's SSA, or STAtten's chunk on SDSA
+    with pytest.raises(ValueError, match=r"SSA does not take attn_kwargs 'dvs'; it takes: qkv_bias"):
+        create_model("spikformer_4_384", depth=1, attn_kwargs={"dvs": True})
+    with pytest.raises(ValueError, match=r"SDSA does not take attn_kwargs 'chunk_size'; it takes: dvs"):
+        create_model("sdt_2_256", depth=1, attn_kwargs={"chunk_size": 2})

@@ -135,6 +135,39 @@ def test_sdt_runs_and_trains_with_statten(attn):
     assert_every_parameter_learns(model, torch.rand(2, 2, 1, 8, 8) * 3, 3)
 
 
+def test_statten_dvs_mode_is_the_official_one():
+    """Q, K, V and the shortcut spikes max-pooled over the 3x3 grid, scale 1/(H*H*c), and
+    Y = SN_0.5(core) * s_pool + s_pool; written from the module's own layers."""
+    from stlib.layers.spike_driven import grid_max3x3
+
+    torch.manual_seed(0)
+    T, B, N, D, c = 4, 2, 16, 8, 2
+    attn = STAttenSDSA(D, num_heads=2, neuron=neuron_factory("IF", v_threshold=0.3),
+                       chunk_size=c, dvs=True).eval()
+    x = torch.randn(T, B, N, D) * 2
+    s = attn.shortcut_neuron(x)
+    q, k, v = (attn.heads(grid_max3x3(n(lin(s)))) for n, lin in
+               [(attn.q_neuron, attn.q), (attn.k_neuron, attn.k), (attn.v_neuron, attn.v)])
+    core = spatial_temporal_attention(q, k, v, chunk_size=c, scale=1 / (4 * 4 * c))
+    s_pool = grid_max3x3(s)
+    expected = attn.proj(attn.attn_neuron(attn.merge(core)) * s_pool + s_pool)
+    torch.testing.assert_close(attn(x), expected)
+    static = STAttenSDSA(D, num_heads=2, neuron=neuron_factory("IF", v_threshold=0.3),
+                         chunk_size=c).eval()
+    static.load_state_dict(attn.state_dict())
+    assert not torch.allclose(static(x), attn(x))
+
+
+@needs_sdt
+@pytest.mark.parametrize("dataset", ["cifar10_dvs", "dvs_gesture"])
+def test_dvs_params_files_turn_the_dvs_mode_on(dataset):
+    config = load_params(f"params/statten/{dataset}.yaml")
+    assert config.model.kwargs == {"attn": "statten_sdsa",
+                                   "attn_kwargs": {"chunk_size": 4, "dvs": True}}
+    model = create_model(config.model.name, T=config.model.T, **config.model.kwargs)
+    assert all(b.attn.dvs and b.attn.chunk_size == 4 for b in model.blocks)
+
+
 @needs_sdt
 @pytest.mark.parametrize("dataset", ["cifar10", "cifar100"])
 def test_params_files_load(dataset):

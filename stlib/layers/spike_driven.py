@@ -27,7 +27,8 @@ from .multistep import ConvBN, LinearBN, seq_to_batch
 NeuronFactory = Callable[..., nn.Module]
 
 __all__ = ["PreActSPS", "MSSPS", "PreActMLP", "SpikingTokenHead", "PreActSSA", "SDSA",
-           "BNAndPad", "RepConv", "RepConvBN", "SDSA3", "grid_to_tokens", "tokens_to_grid"]
+           "BNAndPad", "RepConv", "RepConvBN", "SDSA3", "grid_to_tokens", "tokens_to_grid",
+           "max3x3", "grid_max3x3"]
 
 
 def _pool_stride(img_size: int, pool_stages: Sequence[bool]) -> int:
@@ -212,6 +213,20 @@ class PreActSSA(_PreActAttention):
         return f"num_heads={self.num_heads}, scale={self.scale}"
 
 
+def max3x3(x: torch.Tensor) -> torch.Tensor:
+    """The max over every 3x3 window of the last two axes (stride 1, padding that never wins),
+    any leading shape: ``MaxPool3d((1, 3, 3), stride 1, padding (0, 1, 1))`` on a 5-D tensor,
+    the DVS-mode "Erode" of SDT v1 and STAtten (on spikes it spreads each spike to its 8
+    neighbours, a dilation despite the name)."""
+    y = F.max_pool2d(x.flatten(0, -3), kernel_size=3, stride=1, padding=1)
+    return y.reshape(x.shape)
+
+
+def grid_max3x3(tokens: torch.Tensor) -> torch.Tensor:
+    """:func:`max3x3` over the token grid, per channel: ``[T, B, N, D] -> [T, B, N, D]``."""
+    return grid_to_tokens(max3x3(tokens_to_grid(tokens)))
+
+
 @ATTENTIONS.register("sdsa")
 class SDSA(_PreActAttention):
     """Spike-Driven Self-Attention (SDT v1, Yao et al. NeurIPS 2023, Eq. 13-14).
@@ -224,16 +239,33 @@ class SDSA(_PreActAttention):
     code defines ``scale = 0.125`` and never applies it (no multiplication in SDSA). The
     official ``talking_heads`` Conv1d(h, h) is never called and is not built here.
 
+    ``dvs=True`` is the official DVS mode ("Erode", :func:`max3x3`): K and V are max-pooled
+    over the 3x3 token-grid neighbourhood after their neurons; ``K ⊙ V`` (before the sum) and
+    ``Y`` are max-pooled too, in the official code's head layout ``[T, B, h, N, d]``, where
+    the window spans neighbouring token indices (row-major grid order) and neighbouring
+    channels of a head. Q is not pooled. No parameters are added.
+
     ``x [T, B, N, D] -> [T, B, N, D]`` (real-valued branch).
     """
 
+    def __init__(self, dim: int, *, dvs: bool = False, **kwargs):
+        super().__init__(dim, **kwargs)
+        self.dvs = bool(dvs)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, k, v = self.spiking_qkv(x)  # [T, B, h, N, d]
-        a = self.attn_neuron((k * v).sum(dim=3, keepdim=True))  # [T, B, h, 1, d], spikes
-        return self.proj(self.merge(q * a))  # Q ⊙ a stays binary
+        if not self.dvs:
+            q, k, v = self.spiking_qkv(x)  # [T, B, h, N, d]
+            a = self.attn_neuron((k * v).sum(dim=3, keepdim=True))  # [T, B, h, 1, d], spikes
+            return self.proj(self.merge(q * a))  # Q ⊙ a stays binary
+        s = self.shortcut_neuron(x)
+        q = self.heads(self.q_neuron(self.q(s)))
+        k = self.heads(grid_max3x3(self.k_neuron(self.k(s))))
+        v = self.heads(grid_max3x3(self.v_neuron(self.v(s))))
+        a = self.attn_neuron(max3x3(k * v).sum(dim=3, keepdim=True))
+        return self.proj(self.merge(max3x3(q * a)))
 
     def extra_repr(self) -> str:
-        return f"num_heads={self.num_heads}"
+        return f"num_heads={self.num_heads}" + (", dvs=True" if self.dvs else "")
 
 
 class BNAndPad(nn.Module):

@@ -36,7 +36,7 @@ from __future__ import annotations
 import torch
 
 from .attention import ATTENTIONS, SSA, NeuronFactory
-from .spike_driven import SDSA
+from .spike_driven import SDSA, grid_max3x3
 
 
 def spatial_temporal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
@@ -60,13 +60,16 @@ def spatial_temporal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     return out.reshape(T // c, B, h, c, N, d).permute(0, 3, 1, 2, 4, 5).reshape(T, B, h, N, d)
 
 
-def _attend(attn: SSA | SDSA, s: torch.Tensor) -> torch.Tensor:
+def _attend(attn: SSA | SDSA, s: torch.Tensor, *, dvs: bool = False) -> torch.Tensor:
     """The host's spiking Q, K, V of ``s [T, B, N, D]``, split into heads, through the STAtten
-    core: ``[T, B, h, N, d]``."""
-    q = attn.heads(attn.q_neuron(attn.q(s)))
-    k = attn.heads(attn.k_neuron(attn.k(s)))
-    v = attn.heads(attn.v_neuron(attn.v(s)))
-    return spatial_temporal_attention(q, k, v, chunk_size=attn.chunk_size, scale=attn.scale)
+    core: ``[T, B, h, N, d]``. ``dvs``: Q, K, V max-pooled over the 3x3 token grid and the
+    scale ``1 / (N c)`` (the official DVS mode's ``1 / (H H c)``)."""
+    pool = grid_max3x3 if dvs else (lambda t: t)
+    q = attn.heads(pool(attn.q_neuron(attn.q(s))))
+    k = attn.heads(pool(attn.k_neuron(attn.k(s))))
+    v = attn.heads(pool(attn.v_neuron(attn.v(s))))
+    scale = 1.0 / (s.shape[2] * attn.chunk_size) if dvs else attn.scale
+    return spatial_temporal_attention(q, k, v, chunk_size=attn.chunk_size, scale=scale)
 
 
 def _check_chunk_size(chunk_size: int) -> int:
@@ -107,17 +110,28 @@ class STAttenSDSA(SDSA):
     ``x [T, B, N, D] -> [T, B, N, D]`` (real-valued branch; the host adds the membrane
     shortcut). ``scale`` is applied here (SDSA ignores it); ``chunk_size`` as in
     :class:`STAtten`.
+
+    ``dvs=True`` is the official DVS mode: Q, K, V and the shortcut spikes ``s`` are
+    max-pooled over the 3x3 token grid (:func:`~stlib.layers.spike_driven.max3x3`), the scale
+    becomes ``1 / (N c)`` (``1 / (H H c)`` on the ``H x H`` grid; ``scale`` is then unused) and
+    the attention spikes gate the pooled input: ``Y = SN_0.5(.) ⊙ s_pool + s_pool``.
     """
 
     def __init__(self, dim: int, *, num_heads: int, neuron: NeuronFactory, scale: float = 0.125,
-                 attn_v_threshold: float = 0.5, qkv_bias: bool = False, chunk_size: int = 2):
+                 attn_v_threshold: float = 0.5, qkv_bias: bool = False, chunk_size: int = 2,
+                 dvs: bool = False):
         super().__init__(dim, num_heads=num_heads, neuron=neuron, scale=scale,
-                         attn_v_threshold=attn_v_threshold, qkv_bias=qkv_bias)
+                         attn_v_threshold=attn_v_threshold, qkv_bias=qkv_bias, dvs=dvs)
         self.chunk_size = _check_chunk_size(chunk_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = _attend(self, self.shortcut_neuron(x))  # [T, B, h, N, d]
-        return self.proj(self.attn_neuron(self.merge(y)))  # attention output spikes, v_th 0.5
+        s = self.shortcut_neuron(x)
+        y = self.attn_neuron(self.merge(_attend(self, s, dvs=self.dvs)))  # spikes, v_th 0.5
+        if self.dvs:
+            s_pool = grid_max3x3(s)
+            y = y * s_pool + s_pool
+        return self.proj(y)
 
     def extra_repr(self) -> str:
-        return f"num_heads={self.num_heads}, scale={self.scale}, chunk_size={self.chunk_size}"
+        return (f"num_heads={self.num_heads}, scale={self.scale}, chunk_size={self.chunk_size}"
+                + (", dvs=True" if self.dvs else ""))

@@ -23,7 +23,8 @@ h = 8) is created and never used, so it is not built: 2-512 has 10,233,418 param
 classes (official 10,233,546) and 10,279,588 at 100 (official 10,279,716; the paper's
 10.28M). ``self.scale = 0.125`` is defined but never applied, and DropPath is never applied.
 The 1x1 convs are Linear layers here (same parameters and default init); only the head gets
-trunc_normal(0.02). The DVS-only "Erode" max-pooling is not implemented.
+trunc_normal(0.02). The DVS-only "Erode" max-pooling is SDSA's ``dvs=True``
+(``attn_kwargs={"dvs": True}``, on in the DVS params files).
 """
 from __future__ import annotations
 

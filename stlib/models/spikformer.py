@@ -22,6 +22,7 @@ paper's 2,566,666 parameters (the official code: 2,585,610).
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Any, Callable, Sequence
 
 import torch
@@ -56,7 +57,9 @@ def build_blocks(depth: int, dim: int, *, num_heads: int, mlp_ratio: float,
     attention's own extras (STAtten's ``chunk_size``) ride in ``attn_kwargs``.
     ``mlp_layer(dim, hidden, neuron=)`` builds the MLP (hidden = ``mlp_ratio * dim``).
     """
-    attn_layer = functools.partial(get_attention(attn), **(attn_kwargs or {}))
+    attn_cls = get_attention(attn)
+    _check_attention_extras(attn_cls, attn_kwargs or {})
+    attn_layer = functools.partial(attn_cls, **(attn_kwargs or {}))
     return nn.ModuleList(
         SpikingBlock(
             attn=attn_layer(dim, num_heads=num_heads, neuron=neuron, scale=attn_scale,
@@ -65,6 +68,28 @@ def build_blocks(depth: int, dim: int, *, num_heads: int, mlp_ratio: float,
         )
         for _ in range(depth)
     )
+
+
+_HOST_ARGUMENTS = {"self", "dim", "num_heads", "neuron", "scale", "attn_v_threshold"}
+
+
+def _check_attention_extras(attn_cls: type[nn.Module], attn_kwargs: dict[str, Any]) -> None:
+    """Refuse an ``attn_kwargs`` key the attention does not take, naming the ones it does
+    (e.g. ``dvs`` from an SDT DVS config reaching Spikformer's SSA)."""
+    accepted: set[str] = set()
+    for klass in attn_cls.__mro__:  # follow **kwargs up to the first __init__ without them
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(vars(klass)["__init__"]).parameters.values()
+        accepted |= {p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    extras = sorted(accepted - _HOST_ARGUMENTS)
+    unknown = sorted(set(attn_kwargs) - set(extras))
+    if unknown:
+        raise ValueError(f"attention {attn_cls.__name__} does not take attn_kwargs "
+                         f"{', '.join(map(repr, unknown))}; it takes: "
+                         f"{', '.join(extras) or 'none'}")
 
 
 class TokenTransformer(nn.Module):
