@@ -398,6 +398,8 @@ def _check_names(config: Config) -> None:
 NOTEBOOK_PARAMETERS = {
     "neuron": "neuron.type",
     "v_threshold": "neuron.v_threshold",
+    "surrogate": "neuron.surrogate",
+    "alpha": "neuron.alpha",
     "model": "model.name",
     "encoding": "model.encoding",
     "attention": "model.kwargs.attn",  # a host's attention name (ssa, random_ssa, sdsa, ...)

@@ -136,6 +136,12 @@ def load_sweep(path: str | Path) -> Sweep:
                   description=str(raw.get("description") or ""), source=str(path))
     _check_parameter_names(sweep, path)
     _check_study(sweep, path)
+    names = [name for name, _ in sweep.points()]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:  # two points would write the same executed notebook
+        raise SweepError(f"{path}: grid points share the name {', '.join(repeated)}; a mapping "
+                         f"value is labelled by its key named like its axis, or by all its "
+                         f"values when it has no such key")
     return sweep
 
 

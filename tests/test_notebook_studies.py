@@ -48,6 +48,33 @@ def test_if_threshold_notebook_sets_the_threshold(tmp_path, monkeypatch):
     assert json.loads((run_dirs[0] / "summary.json").read_text())["status"] == "finished"
 
 
+@pytest.mark.slow
+def test_surrogate_notebook_reaches_every_neuron(tmp_path, monkeypatch):
+    """The reference benchmark's surrogate setting never reached its neurons: here the run's
+    config carries it and every neuron of the model built from that config uses it."""
+    pytest.importorskip("papermill")
+    from stlib.data.base import build_dataloaders
+    from stlib.neurons import neurons_of
+    from stlib.neurons.surrogate import Triangle
+    from stlib.params import load_params
+    from stlib.train import build_model
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    params = dict(surrogate="triangle", alpha=2.0, preset="quick", epochs=1, device="cpu",
+                  output_dir=str(tmp_path / "outputs"))
+    _run("surrogate_test", tmp_path / "sur.ipynb", **params)
+    run_dirs = list((tmp_path / "outputs" / "surrogate_test").iterdir())
+    assert len(run_dirs) == 1
+    saved = yaml.safe_load((run_dirs[0] / "config.yaml").read_text())
+    assert saved["neuron"]["surrogate"] == "triangle" and saved["neuron"]["alpha"] == 2.0
+    assert saved["experiment"]["seed"] == 42 and saved["neuron"]["type"] == "LIF"
+    assert json.loads((run_dirs[0] / "summary.json").read_text())["status"] == "finished"
+    config = load_params(run_dirs[0] / "config.yaml")
+    model = build_model(config, build_dataloaders(config.data, seed=0))  # as fit() builds it
+    surrogates = [n.surrogate for _, n in neurons_of(model)]
+    assert surrogates and all(isinstance(s, Triangle) and s.alpha == 2.0 for s in surrogates)
+
+
 def test_unknown_encoding_is_refused_before_training(tmp_path):
     pytest.importorskip("papermill")
     from stlib.sweep import Sweep, predicted_config

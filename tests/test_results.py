@@ -13,16 +13,19 @@ from stlib.analysis import results
 
 def fake_run(root: Path, study: str, model: str, neuron: str = "LIF", dataset: str = "cifar10",
              seed: int = 0, best: float = 90.0, status: str = "finished", encoding: str = "direct",
-             v_threshold: float | None = None) -> Path:
+             v_threshold: float | None = None, surrogate: str | None = None,
+             alpha: float | None = None) -> Path:
     """A run folder as fit() leaves it (summary.json, config.yaml, metrics.csv)."""
-    run_dir = root / study / f"{model}-{neuron}-{dataset}-s{seed}-{encoding}-{v_threshold}"
+    run_dir = (root / study
+               / f"{model}-{neuron}-{dataset}-s{seed}-{encoding}-{v_threshold}-{surrogate}{alpha}")
     run_dir.mkdir(parents=True)
     summary = dict(run_id=run_dir.name, study=study, model=model, dataset=dataset, neuron=neuron,
                    encoding=encoding, T=4, seed=seed, status=status, best_acc1=best,
                    final_acc1=best - 0.5, epochs_done=3)
     (run_dir / "summary.json").write_text(json.dumps(summary))
     config = {"experiment": {"study": study, "seed": seed}, "model": {"name": model, "kwargs": {}},
-              "neuron": {"type": neuron, "v_threshold": v_threshold}, "train": {"epochs": 3}}
+              "neuron": {"type": neuron, "v_threshold": v_threshold, "surrogate": surrogate,
+                         "alpha": alpha}, "train": {"epochs": 3}}
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
     (run_dir / "metrics.csv").write_text(
         "epoch,lr,train_loss,train_acc1,val_loss,val_acc1,val_acc5,seconds\n"
@@ -103,3 +106,16 @@ def test_figures_draw_bars_and_curves(outputs):
     fig = results.learning_curves_plot(runs, study="neuron_test")
     assert len(fig.axes[0].lines) >= 3
     assert len(results.learning_curves_frame(runs, "neuron_test")) == 4 * 3
+
+
+def test_surrogate_table_keys_on_surrogate_and_alpha(tmp_path):
+    root = tmp_path / "outputs"
+    fake_run(root, "surrogate_test", "sdt_2_512", surrogate="triangle", alpha=4.0, best=95.5)
+    fake_run(root, "surrogate_test", "sdt_2_512", surrogate="triangle", alpha=2.0, best=94.0)
+    table = results.make_table(results.collect(root), "surrogate_test")
+    assert len(table) == 8  # STEP's 2 models x 4 surrogates, two of them with a run
+    cell = table[(table["neuron.surrogate"] == "triangle") & (table["neuron.alpha"] == 4.0)
+                 & (table.model == "sdt_2_512")].iloc[0]
+    assert cell.ours == 95.5 and cell.published == 95.92  # STEP's "QGate alpha 4"
+    assert cell["diff"] == pytest.approx(-0.42)
+    assert table.n.sum() == 2

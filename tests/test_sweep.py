@@ -67,6 +67,28 @@ def test_points_are_the_grid_product_with_mapping_axes(tmp_path):
     assert [n for n, _ in chosen] == ["model-sdt_2_512__neuron-LIF", "model-sdt_2_512__neuron-KLIF"]
 
 
+def test_points_sharing_a_name_are_refused(tmp_path):
+    # a mapping labelled by its axis key: both points would be "surrogate-sigmoid"
+    path = _write(tmp_path, {
+        "notebook": "surrogate_test", "study": "surrogate_test",
+        "grid": {"surrogate": [{"surrogate": "sigmoid", "alpha": 4.0},
+                               {"surrogate": "sigmoid", "alpha": 2.0}]}})
+    with pytest.raises(SweepError, match="share the name surrogate-sigmoid"):
+        load_sweep(path)
+
+
+def test_surrogate_sweep_is_steps_table():
+    from stlib.sweep import predicted_config
+
+    sweep = load_sweep(SWEEP_DIR / "surrogate_test.yaml")
+    configs = [predicted_config(sweep, params) for _, params in sweep.points()]
+    cells = {(c.model.name, c.neuron.surrogate, c.neuron.alpha) for c in configs}
+    assert cells == {(m, s, a) for m in ("spikformer_4_384", "sdt_2_512")
+                     for s in ("sigmoid", "triangle") for a in (4.0, 2.0)}
+    assert {(c.neuron.type, c.experiment.seed) for c in configs} == {("LIF", 42)}
+    assert len({c.run_dir for c in configs}) == 8  # one run folder per cell
+
+
 @pytest.mark.parametrize("path", sorted(SWEEP_DIR.glob("*.yaml")), ids=lambda p: p.name)
 def test_repository_sweeps_load(path):
     notebook = yaml.safe_load(path.read_text())["notebook"]
