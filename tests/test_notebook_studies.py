@@ -33,19 +33,24 @@ def test_encoding_notebook_quick_rate(tmp_path, monkeypatch):
     assert summary["final_acc1"] > 20.0, summary  # 10 digits: well above chance
 
 
+def _one_quick_run(study: str, tmp_path: Path, **params) -> tuple[Path, dict]:
+    """Run ``notebooks/<study>.ipynb`` for one epoch of the quick preset; its only run folder
+    (finished) and its saved config."""
+    _run(study, tmp_path / f"{study}.ipynb", preset="quick", epochs=1, device="cpu",
+         output_dir=str(tmp_path / "outputs"), **params)
+    run_dirs = list((tmp_path / "outputs" / study).iterdir())
+    assert len(run_dirs) == 1
+    assert json.loads((run_dirs[0] / "summary.json").read_text())["status"] == "finished"
+    return run_dirs[0], yaml.safe_load((run_dirs[0] / "config.yaml").read_text())
+
+
 @pytest.mark.slow
 def test_if_threshold_notebook_sets_the_threshold(tmp_path, monkeypatch):
     pytest.importorskip("papermill")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    params = dict(neuron="IFSoft", v_threshold=0.8, preset="quick", epochs=1, device="cpu",
-                  output_dir=str(tmp_path / "outputs"))
-    _run("if_threshold_test", tmp_path / "thr.ipynb", **params)
-    run_dirs = list((tmp_path / "outputs" / "if_threshold_test").iterdir())
-    assert len(run_dirs) == 1
-    saved = yaml.safe_load((run_dirs[0] / "config.yaml").read_text())
+    _, saved = _one_quick_run("if_threshold_test", tmp_path, neuron="IFSoft", v_threshold=0.8)
     assert saved["neuron"]["type"] == "IFSoft" and saved["neuron"]["v_threshold"] == 0.8
     assert saved["experiment"]["seed"] == 2  # the study's seed
-    assert json.loads((run_dirs[0] / "summary.json").read_text())["status"] == "finished"
 
 
 @pytest.mark.slow
@@ -60,16 +65,10 @@ def test_surrogate_notebook_reaches_every_neuron(tmp_path, monkeypatch):
     from stlib.train import build_model
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    params = dict(surrogate="triangle", alpha=2.0, preset="quick", epochs=1, device="cpu",
-                  output_dir=str(tmp_path / "outputs"))
-    _run("surrogate_test", tmp_path / "sur.ipynb", **params)
-    run_dirs = list((tmp_path / "outputs" / "surrogate_test").iterdir())
-    assert len(run_dirs) == 1
-    saved = yaml.safe_load((run_dirs[0] / "config.yaml").read_text())
+    run_dir, saved = _one_quick_run("surrogate_test", tmp_path, surrogate="triangle", alpha=2.0)
     assert saved["neuron"]["surrogate"] == "triangle" and saved["neuron"]["alpha"] == 2.0
     assert saved["experiment"]["seed"] == 42 and saved["neuron"]["type"] == "LIF"
-    assert json.loads((run_dirs[0] / "summary.json").read_text())["status"] == "finished"
-    config = load_params(run_dirs[0] / "config.yaml")
+    config = load_params(run_dir / "config.yaml")
     model = build_model(config, build_dataloaders(config.data, seed=0))  # as fit() builds it
     surrogates = [n.surrogate for _, n in neurons_of(model)]
     assert surrogates and all(isinstance(s, Triangle) and s.alpha == 2.0 for s in surrogates)
