@@ -131,7 +131,7 @@ def _official_heads(grid: torch.Tensor, h: int) -> torch.Tensor:
 
 
 def test_max3x3_is_the_official_maxpool3d():
-    from stlib.layers.spike_driven import max3x3
+    from stlib.layers.grid import max3x3
 
     x = torch.randn(3, 2, 5, 4, 6)
     erode = torch.nn.MaxPool3d(kernel_size=(1, 3, 3), stride=1, padding=(0, 1, 1))

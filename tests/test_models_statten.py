@@ -138,7 +138,7 @@ def test_sdt_runs_and_trains_with_statten(attn):
 def test_statten_dvs_mode_is_the_official_one():
     """Q, K, V and the shortcut spikes max-pooled over the 3x3 grid, scale 1/(H*H*c), and
     Y = SN_0.5(core) * s_pool + s_pool; written from the module's own layers."""
-    from stlib.layers.spike_driven import grid_max3x3
+    from stlib.layers.grid import grid_max3x3
 
     torch.manual_seed(0)
     T, B, N, D, c = 4, 2, 16, 8, 2

@@ -9,8 +9,9 @@ import math
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 
-__all__ = ["tokens_to_grid", "grid_to_tokens", "fit_strides", "fit_pools"]
+__all__ = ["tokens_to_grid", "grid_to_tokens", "max3x3", "grid_max3x3", "fit_strides", "fit_pools"]
 
 
 def tokens_to_grid(x: torch.Tensor) -> torch.Tensor:
@@ -25,6 +26,20 @@ def tokens_to_grid(x: torch.Tensor) -> torch.Tensor:
 def grid_to_tokens(x: torch.Tensor) -> torch.Tensor:
     """``[T, B, D, H, W] -> [T, B, N = H*W, D]``."""
     return x.flatten(3).transpose(2, 3).contiguous()
+
+
+def max3x3(x: torch.Tensor) -> torch.Tensor:
+    """The max over every 3x3 window of the last two axes (stride 1, padding that never wins),
+    any leading shape: ``MaxPool3d((1, 3, 3), stride 1, padding (0, 1, 1))`` on a 5-D tensor,
+    the DVS-mode "Erode" of SDT v1 and STAtten (on spikes it spreads each spike to its 8
+    neighbours, a dilation despite the name)."""
+    y = F.max_pool2d(x.flatten(0, -3), kernel_size=3, stride=1, padding=1)
+    return y.reshape(x.shape)
+
+
+def grid_max3x3(tokens: torch.Tensor) -> torch.Tensor:
+    """:func:`max3x3` over the token grid, per channel: ``[T, B, N, D] -> [T, B, N, D]``."""
+    return grid_to_tokens(max3x3(tokens_to_grid(tokens)))
 
 
 def fit_strides(img_size: int, strides: Sequence[int], min_grid: int = 2) -> tuple[int, ...]:

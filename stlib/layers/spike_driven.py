@@ -20,15 +20,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import ATTENTIONS
-from .grid import grid_to_tokens, tokens_to_grid
+from .attention import ATTENTIONS, HeadedAttention
+from .grid import grid_to_tokens, max3x3, tokens_to_grid
 from .multistep import ConvBN, LinearBN, seq_to_batch
 
 NeuronFactory = Callable[..., nn.Module]
 
 __all__ = ["PreActSPS", "MSSPS", "PreActMLP", "SpikingTokenHead", "PreActSSA", "SDSA",
-           "BNAndPad", "RepConv", "RepConvBN", "SDSA3", "grid_to_tokens", "tokens_to_grid",
-           "max3x3", "grid_max3x3"]
+           "BNAndPad", "RepConv", "RepConvBN", "SDSA3", "grid_to_tokens", "tokens_to_grid"]
 
 
 def _pool_stride(img_size: int, pool_stages: Sequence[bool]) -> int:
@@ -151,26 +150,7 @@ class SpikingTokenHead(nn.Module):
         return logits if self.per_step else logits.mean(0)
 
 
-class _HeadedAttention(nn.Module):
-    """Common parts: head count check and the head split ``[T, B, N, D] -> [T, B, h, N, d]``."""
-
-    def __init__(self, dim: int, num_heads: int):
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"embed dim {dim} is not divisible by num_heads {num_heads}")
-        self.num_heads = num_heads
-
-    def heads(self, x: torch.Tensor) -> torch.Tensor:
-        T, B, N, D = x.shape
-        return x.reshape(T, B, N, self.num_heads, D // self.num_heads).transpose(2, 3)
-
-    @staticmethod
-    def merge(y: torch.Tensor) -> torch.Tensor:
-        T, B, h, N, d = y.shape
-        return y.transpose(2, 3).reshape(T, B, N, h * d)
-
-
-class _PreActAttention(_HeadedAttention):
+class _PreActAttention(HeadedAttention):
     """The pre-activation attention parts: ``s = SN(x)``, ``Q, K, V = SN(BN(Linear(s)))``
     (no bias by default, the official 1x1 convs), the attention neuron at
     ``attn_v_threshold`` and the output ``BN(Linear(.))`` with no neuron. Subclasses differ
@@ -188,9 +168,7 @@ class _PreActAttention(_HeadedAttention):
 
     def spiking_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``x [T, B, N, D]`` -> spiking Q, K, V per head, each ``[T, B, h, N, d]``."""
-        s = self.shortcut_neuron(x)
-        return (self.heads(self.q_neuron(self.q(s))), self.heads(self.k_neuron(self.k(s))),
-                self.heads(self.v_neuron(self.v(s))))
+        return self.spiking_heads(self.shortcut_neuron(x))
 
 
 @ATTENTIONS.register("ssa_preact")
@@ -211,20 +189,6 @@ class PreActSSA(_PreActAttention):
 
     def extra_repr(self) -> str:
         return f"num_heads={self.num_heads}, scale={self.scale}"
-
-
-def max3x3(x: torch.Tensor) -> torch.Tensor:
-    """The max over every 3x3 window of the last two axes (stride 1, padding that never wins),
-    any leading shape: ``MaxPool3d((1, 3, 3), stride 1, padding (0, 1, 1))`` on a 5-D tensor,
-    the DVS-mode "Erode" of SDT v1 and STAtten (on spikes it spreads each spike to its 8
-    neighbours, a dilation despite the name)."""
-    y = F.max_pool2d(x.flatten(0, -3), kernel_size=3, stride=1, padding=1)
-    return y.reshape(x.shape)
-
-
-def grid_max3x3(tokens: torch.Tensor) -> torch.Tensor:
-    """:func:`max3x3` over the token grid, per channel: ``[T, B, N, D] -> [T, B, N, D]``."""
-    return grid_to_tokens(max3x3(tokens_to_grid(tokens)))
 
 
 @ATTENTIONS.register("sdsa")
@@ -253,16 +217,11 @@ class SDSA(_PreActAttention):
         self.dvs = bool(dvs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.dvs:
-            q, k, v = self.spiking_qkv(x)  # [T, B, h, N, d]
-            a = self.attn_neuron((k * v).sum(dim=3, keepdim=True))  # [T, B, h, 1, d], spikes
-            return self.proj(self.merge(q * a))  # Q ⊙ a stays binary
-        s = self.shortcut_neuron(x)
-        q = self.heads(self.q_neuron(self.q(s)))
-        k = self.heads(grid_max3x3(self.k_neuron(self.k(s))))
-        v = self.heads(grid_max3x3(self.v_neuron(self.v(s))))
-        a = self.attn_neuron(max3x3(k * v).sum(dim=3, keepdim=True))
-        return self.proj(self.merge(max3x3(q * a)))
+        # DVS mode: K, V pooled on the grid; K ⊙ V and Y in the head layout (as official)
+        erode = max3x3 if self.dvs else (lambda t: t)
+        q, k, v = self.spiking_heads(self.shortcut_neuron(x), pooled="kv" if self.dvs else "")
+        a = self.attn_neuron(erode(k * v).sum(dim=3, keepdim=True))  # [T, B, h, 1, d], spikes
+        return self.proj(self.merge(erode(q * a)))  # Q ⊙ a stays binary
 
     def extra_repr(self) -> str:
         return f"num_heads={self.num_heads}" + (", dvs=True" if self.dvs else "")
@@ -332,7 +291,7 @@ class RepConvBN(nn.Module):
 
 
 @ATTENTIONS.register("sdsa_3")
-class SDSA3(_HeadedAttention):
+class SDSA3(HeadedAttention):
     """SDSA-3 of Meta-SpikeFormer (Yao et al. ICLR 2024, Eq. 19; ``MS_Attention_RepConv_qkv_id``).
 
     ``s = SN(x)``; ``Q, K, V = SN(BN(RepConv(s)))`` on the token grid;

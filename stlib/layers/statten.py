@@ -36,7 +36,8 @@ from __future__ import annotations
 import torch
 
 from .attention import ATTENTIONS, SSA, NeuronFactory
-from .spike_driven import SDSA, grid_max3x3
+from .grid import grid_max3x3
+from .spike_driven import SDSA
 
 
 def spatial_temporal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
@@ -64,10 +65,7 @@ def _attend(attn: SSA | SDSA, s: torch.Tensor, *, dvs: bool = False) -> torch.Te
     """The host's spiking Q, K, V of ``s [T, B, N, D]``, split into heads, through the STAtten
     core: ``[T, B, h, N, d]``. ``dvs``: Q, K, V max-pooled over the 3x3 token grid and the
     scale ``1 / (N c)`` (the official DVS mode's ``1 / (H H c)``)."""
-    pool = grid_max3x3 if dvs else (lambda t: t)
-    q = attn.heads(pool(attn.q_neuron(attn.q(s))))
-    k = attn.heads(pool(attn.k_neuron(attn.k(s))))
-    v = attn.heads(pool(attn.v_neuron(attn.v(s))))
+    q, k, v = attn.spiking_heads(s, pooled="qkv" if dvs else "")
     scale = 1.0 / (s.shape[2] * attn.chunk_size) if dvs else attn.scale
     return spatial_temporal_attention(q, k, v, chunk_size=attn.chunk_size, scale=scale)
 
@@ -93,9 +91,7 @@ class STAtten(SSA):
         self.chunk_size = _check_chunk_size(chunk_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        T, B, N, D = x.shape
-        y = _attend(self, x)  # [T, B, h, N, d]
-        y = self.attn_neuron(y.transpose(2, 3).reshape(T, B, N, D))
+        y = self.attn_neuron(self.merge(_attend(self, x)))
         return self.proj_neuron(self.proj(y))
 
     def extra_repr(self) -> str:
@@ -112,7 +108,7 @@ class STAttenSDSA(SDSA):
     :class:`STAtten`.
 
     ``dvs=True`` is the official DVS mode: Q, K, V and the shortcut spikes ``s`` are
-    max-pooled over the 3x3 token grid (:func:`~stlib.layers.spike_driven.max3x3`), the scale
+    max-pooled over the 3x3 token grid (:func:`~stlib.layers.grid.max3x3`), the scale
     becomes ``1 / (N c)`` (``1 / (H H c)`` on the ``H x H`` grid; ``scale`` is then unused) and
     the attention spikes gate the pooled input: ``Y = SN_0.5(.) ⊙ s_pool + s_pool``.
     """

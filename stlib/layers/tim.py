@@ -106,10 +106,8 @@ class TIMSSA(BiasFreeSSA):
         return x.transpose(2, 3).reshape(T, B, N, self.num_heads, D // self.num_heads).permute(0, 1, 3, 2, 4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        T, B, N, D = x.shape
-        q, k, v = (self.heads(sn(lin(x))) for lin, sn in
-                   ((self.q, self.q_neuron), (self.k, self.k_neuron), (self.v, self.v_neuron)))
-        q = self.tim(q)  # [T, B, h, N, d], recurrent over T
+        q, k, v = self.spiking_heads(x)  # [T, B, h, N, d], through this class's head split
+        q = self.tim(q)  # recurrent over T
         y = (q @ k.transpose(-2, -1)) @ v * self.scale
-        y = self.attn_neuron(y.transpose(2, 3).reshape(T, B, N, D))
+        y = self.attn_neuron(self.merge(y))
         return self.proj_neuron(self.proj(y))
