@@ -8,15 +8,15 @@ Everything a notebook calls::
 """
 from .analysis.plots import learning_curves
 from .encoders import ENCODERS, InputEncoder, create_encoder, encode
-from .models import create_model, list_models
+from .models import CheckpointError, create_model, list_models, load_official
 from .neurons import NEURONS, SURROGATES, create_neuron, neuron_factory
 from .params import Config, ConfigError, from_notebook, load_params, params_for
 from .registry import UnknownNameError
 from .train import RunRecord, fit
 
 __all__ = [
-    "Config", "ConfigError", "ENCODERS", "InputEncoder", "NEURONS", "RunRecord", "SURROGATES",
+    "CheckpointError", "Config", "ConfigError", "ENCODERS", "InputEncoder", "NEURONS", "RunRecord", "SURROGATES",
     "UnknownNameError", "create_encoder", "create_model", "create_neuron", "encode", "fit",
-    "from_notebook", "learning_curves", "params_for", "list_models", "load_params", "neuron_factory",
+    "from_notebook", "learning_curves", "load_official", "params_for", "list_models", "load_params", "neuron_factory",
 ]
 __version__ = "0.1.0"

@@ -7,8 +7,10 @@ import importlib
 import pkgutil
 
 from ._registry import MODELS, create_model, list_models, model_arguments, register_model
+from .official_weights import CheckpointError, load_official, published_checkpoint
 
 for _module in sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")):
     importlib.import_module(f"{__name__}.{_module}")
 
-__all__ = ["MODELS", "create_model", "list_models", "model_arguments", "register_model"]
+__all__ = ["MODELS", "CheckpointError", "create_model", "list_models", "load_official",
+           "model_arguments", "published_checkpoint", "register_model"]

@@ -34,8 +34,13 @@ def model_arguments(name: str) -> list[str]:
     return sorted(p for p in params if p != "self")
 
 
-def create_model(name: str, *, neuron: Any = None, **overrides: Any) -> nn.Module:
+def create_model(name: str, *, neuron: Any = None, pretrained: Any = None,
+                 **overrides: Any) -> nn.Module:
     """Build a registered model.
+
+    ``pretrained`` is a checkpoint (a path, or a loaded state dict) in the official
+    repository's layout or stlib's own; it is loaded strictly by
+    :func:`stlib.models.official_weights.load_official`.
 
     ``neuron`` is a neuron type name (``"PLIF"``), a factory from
     :func:`stlib.neurons.neuron_factory`, or None for the model's default (the papers' LIF).
@@ -54,4 +59,9 @@ def create_model(name: str, *, neuron: Any = None, **overrides: Any) -> nn.Modul
     unknown = sorted(set(overrides) - set(valid))
     if unknown:
         raise UnknownNameError(f"argument of model {name!r}", unknown[0], valid)
-    return fn(**overrides)
+    model = fn(**overrides)
+    if pretrained is not None:
+        from .official_weights import load_official
+
+        load_official(model, pretrained)
+    return model

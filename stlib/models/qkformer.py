@@ -53,6 +53,7 @@ from ..layers.multistep import ConvBN
 from ..layers.speds import SPEDS, ConvBNPoolSN
 from ..registry import UnknownNameError
 from ._registry import register_model
+from .official_weights import OfficialLayout
 from .spikformer import NeuronFactory, TokenTransformer, default_neuron
 
 #: SPEDS layouts: (stem_pool, body_pools) of the first embedding, then of the ones between
@@ -87,13 +88,56 @@ class PyramidSPEDS(SPEDS):
         self.shortcut_neuron = neuron()
 
 
+def _qkformer_layout(embedding: str, stem: dict[str, str], main: dict[str, str]) -> OfficialLayout:
+    """zhouchenlin2096/QKFormer keys: ``patch_embed{i}`` (SPEDS: ``proj*_conv/bn`` on the main
+    path, ``proj_res_*`` the shortcut), ``stage{i}.j.{tssa|ssa|attn}`` and ``.mlp``. Which
+    ``proj*`` is the stem and which the main path differs per file: ``stem`` and ``main`` map
+    (embedding index, official conv name) to the stlib module."""
+    convs = [(rf"patch_embed{i + 1}\.{name}_(conv|bn)\.(.+)", rf"patch_embeds.{i}.{module}.conv.\1.\2")
+             for table in (stem, main) for (i, name), module in table.items()]
+    stages = [rule for i in range(3) for rule in (
+        (rf"patch_embed{i + 1}\.proj_res_(conv|bn)\.(.+)", rf"patch_embeds.{i}.shortcut.\1.\2"),
+        (rf"stage{i + 1}\.(\d+)\.(?:tssa|ssa|attn)\.(q|k|v|proj)_conv\.(.+)",
+         rf"stages.{i}.\1.attn.\2.linear.\3"),
+        (rf"stage{i + 1}\.(\d+)\.(?:tssa|ssa|attn)\.(q|k|v|proj)_bn\.(.+)", rf"stages.{i}.\1.attn.\2.bn.\3"),
+        (rf"stage{i + 1}\.(\d+)\.mlp\.(?:mlp|fc)([12])_conv\.(.+)", rf"stages.{i}.\1.mlp.fc\2.linear.\3"),
+        (rf"stage{i + 1}\.(\d+)\.mlp\.(?:mlp|fc)([12])_bn\.(.+)", rf"stages.{i}.\1.mlp.fc\2.bn.\3"),
+    )]
+    return OfficialLayout(
+        family=f"QKFormer ({embedding})",
+        repo={"cifar": "zhouchenlin2096/QKFormer cifar10/model.py",
+              "imagenet": "zhouchenlin2096/QKFormer imagenet/qkformer.py",
+              "dvs": "zhouchenlin2096/QKFormer cifar10-dvs/model.py"}[embedding],
+        rename=(*convs, *stages, (r"head\.(weight|bias)", r"head.fc.\1")))
+
+
+QKFORMER_LAYOUTS = {
+    "cifar": _qkformer_layout("cifar", {(0, "proj"): "stem"},
+                              {(0, "proj1"): "main.0", (1, "proj3"): "main.0", (1, "proj4"): "main.1",
+                               (2, "proj3"): "main.0", (2, "proj4"): "main.1"}),
+    "imagenet": _qkformer_layout("imagenet", {(0, "proj"): "stem"},
+                                 {(0, "proj1"): "main.0", (0, "proj2"): "main.1",
+                                  (1, "proj3"): "main.0", (1, "proj4"): "main.1",
+                                  (2, "proj3"): "main.0", (2, "proj4"): "main.1"}),
+    "dvs": _qkformer_layout("dvs", {(0, "proj"): "stem.0", (0, "proj1"): "stem.1"},
+                            {(0, "proj2"): "main.0", (0, "proj3"): "main.1",
+                             (1, "proj"): "main.0", (1, "proj4"): "main.1"}),
+}
+
+
 class QKFormer(TokenTransformer):
     """Hierarchical spiking transformer with Q-K attention (``forward`` and ``forward_head``
     come from :class:`~stlib.models.spikformer.TokenTransformer`; the features are staged).
 
     ``x [B, C, H, W]`` (repeated over T) or ``[T, B, C, H, W]`` -> logits ``[B, classes]``
     (mean over T), or ``[T, B, classes]`` with ``per_step_logits=True``.
+
+    Official checkpoints load by the layout of the official file for ``embedding``
+    (:data:`QKFORMER_LAYOUTS`).
     """
+
+    def official_layout(self) -> OfficialLayout:
+        return QKFORMER_LAYOUTS[self.embedding]
 
     def __init__(self, *, img_size: int = 32, in_chans: int = 3, num_classes: int = 10,
                  embed_dim: int = 384, depth: int = 2, num_heads: int = 8,
@@ -116,7 +160,7 @@ class QKFormer(TokenTransformer):
                              f"({factor * num_heads}): the first stage is embed_dim / {factor} "
                              f"wide")
         self.T, self.img_size, self.in_chans = T, img_size, in_chans
-        self.num_classes, self.embed_dim = num_classes, embed_dim
+        self.num_classes, self.embed_dim, self.embedding = num_classes, embed_dim, embedding
         neuron = neuron or default_neuron(T)
         self.neuron = neuron
         first, between = EMBEDDINGS[embedding]

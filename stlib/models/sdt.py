@@ -34,7 +34,32 @@ from torch import nn
 
 from ..layers.spike_driven import MSSPS, PreActMLP, SpikingTokenHead
 from ._registry import register_model
-from .spikformer import NeuronFactory, TokenTransformer, _init_weights, build_blocks
+from .official_weights import OfficialLayout, PublishedCheckpoint
+from .spikformer import (BLOCK_RENAME, SPS_RENAME, NeuronFactory, TokenTransformer, _init_weights,
+                         build_blocks)
+
+
+_SDT_DRIVE = "https://drive.google.com/file/d/{}/view"
+# BICLab/Spike-Driven-Transformer (model/spikeformer.py, module/ms_conv.py, module/sps.py); its
+# copy Intelligent-Computing-Lab-Yale/STAtten saves the same keys (STAtten's core has no
+# parameters of its own), so an STAtten checkpoint loads into ``attn="statten_sdsa"``.
+SDT_LAYOUT = OfficialLayout(
+    family="SDT v1", repo="BICLab/Spike-Driven-Transformer (also Intelligent-Computing-Lab-Yale/STAtten)",
+    rename=SPS_RENAME + BLOCK_RENAME,
+    unused=(r"block\.\d+\.attn\.talking_heads\.weight",),  # built, never called
+    checkpoints={  # README of the official repository: ImageNet-1k, T=4, 224x224
+        "sdt_8_384": PublishedCheckpoint(_SDT_DRIVE.format("10oH_zkwB4FDtFLgmZ_lI8e0tFjRzrXyD"),
+                                         "imagenet", 72.28),
+        "sdt_6_512": PublishedCheckpoint(_SDT_DRIVE.format("1hsShpFBKYpMK2TmpuoyBFORcLAuMHrx7"),
+                                         "imagenet", 74.11),
+        "sdt_8_512": PublishedCheckpoint(_SDT_DRIVE.format("1n59WNSBgP2VyAW2nfJX2Wvx5rgNJEMXI"),
+                                         "imagenet", 74.57),
+        "sdt_10_512": PublishedCheckpoint(_SDT_DRIVE.format("1l-c3QY5r4IFmYUmGPZXRHP_W7iC1sdP8"),
+                                          "imagenet", 74.66),
+        "sdt_8_768": PublishedCheckpoint(_SDT_DRIVE.format("1R-MaeFV8d2Y0pIGBSjklOGWhaF8dLHf4"),
+                                         "imagenet", 77.07),
+    },
+)
 
 
 class SpikeDrivenTransformer(TokenTransformer):
@@ -48,7 +73,12 @@ class SpikeDrivenTransformer(TokenTransformer):
     ``"sequence"`` for sequential images (STEP's ``sequential_embed``,
     :class:`~stlib.layers.sequence.SequenceEmbed`: ``img_size`` is the sequence length L and
     ``x [B, C, L]`` or ``[T, B, C, L]``).
+
+    Official checkpoints (SDT and STAtten) load by :data:`SDT_LAYOUT`; the unused
+    ``talking_heads`` convs are skipped.
     """
+
+    official_layout = SDT_LAYOUT
 
     def __init__(self, *, img_size: int = 32, in_chans: int = 3, num_classes: int = 10,
                  embed_dim: int = 512, depth: int = 2, num_heads: int = 8,
@@ -90,10 +120,39 @@ def sdt_2_256(**overrides) -> SpikeDrivenTransformer:
     return _create_sdt(**{**arch, **overrides})
 
 
+def _imagenet_sdt(depth: int, embed_dim: int, overrides: dict) -> SpikeDrivenTransformer:
+    arch = dict(depth=depth, embed_dim=embed_dim, num_heads=8, img_size=224, num_classes=1000,
+                pool_stages=(True, True, True, True))
+    return _create_sdt(**{**arch, **overrides})
+
+
+@register_model
+def sdt_8_384(**overrides) -> SpikeDrivenTransformer:
+    """SDT-8-384, ImageNet (224 -> 14x14, 8 heads): 16,816,024 parameters at 1000 classes;
+    published checkpoint 72.28 % top-1."""
+    return _imagenet_sdt(8, 384, overrides)
+
+
+@register_model
+def sdt_6_512(**overrides) -> SpikeDrivenTransformer:
+    """SDT-6-512, ImageNet: 23,373,352 parameters; published checkpoint 74.11 %."""
+    return _imagenet_sdt(6, 512, overrides)
+
+
+@register_model
+def sdt_8_512(**overrides) -> SpikeDrivenTransformer:
+    """SDT-8-512, ImageNet: 29,689,384 parameters; published checkpoint 74.57 %."""
+    return _imagenet_sdt(8, 512, overrides)
+
+
+@register_model
+def sdt_10_512(**overrides) -> SpikeDrivenTransformer:
+    """SDT-10-512, ImageNet: 36,005,416 parameters; published checkpoint 74.66 %."""
+    return _imagenet_sdt(10, 512, overrides)
+
+
 @register_model
 def sdt_8_768(**overrides) -> SpikeDrivenTransformer:
     """SDT-8-768, ImageNet (224, pooling "1111" -> 14x14, 8 heads): 66,338,632 parameters at
-    1000 classes."""
-    arch = dict(depth=8, embed_dim=768, num_heads=8, img_size=224, num_classes=1000,
-                pool_stages=(True, True, True, True))
-    return _create_sdt(**{**arch, **overrides})
+    1000 classes; published checkpoint 77.07 %."""
+    return _imagenet_sdt(8, 768, overrides)

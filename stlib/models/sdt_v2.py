@@ -21,17 +21,20 @@ both transformer stages. c0 = embed_dim // 4, c1 = embed_dim // 2, c3 = ``last_d
 (2, 2, 2, 2, 1) takes 224 -> 14; the CIFAR variant (no official config) uses (1, 1, 2, 2, 1),
 32 -> 8 (N = 64 tokens as in SDT v1; 8x8 -> 2x2 for the quick preset).
 
-Quirk of the official code: its head LIF (``self.lif``) feeds only the distillation head
-``head_kd``; the main head reads the real-valued token mean, so without ``--kd`` the model
-is not spike-driven at the classifier. stlib follows the paper (a spiking neuron before the
-head, as in SDT v1) by default; ``head_lif=False`` reproduces the code (no parameter
-change). Also: DropPath modules are built but never applied in the code's blocks (not built
+The head: a spiking neuron before the classifier, as in the paper and in the official code
+since its commit d95ad13 (before it, the head LIF fed only the distillation head ``head_kd``
+and the main head read the real-valued token mean; ``head_lif=False`` reproduces that older
+code, with no parameter change). Quirks of the official code: DropPath modules are built but never applied in the code's blocks (not built
 here), and the code always builds 6 + 2 transformer blocks (its ``depths`` only sets the
 unused drop-path schedule); stlib's ``depth`` splits as described above.
 
 Parameters (1000 classes): 15,112,208 / 31,333,864 / 55,350,248 for the paper's 15.1M /
 31.3M / 55.4M, equal to the official code (no dead modules; the ``--kd`` distillation head
-is not built). The official model defaults to T = 1 (pre-training stage) and is fine-tuned
+is not built). The official ``metaspikformer_8_384`` / ``8_512`` are stlib's ``sdt_v2_31m`` /
+``sdt_v2_55m``; the 15M widths have no official factory. A checkpoint trained with ``--kd``
+evaluates as ``(head(x) + head_kd(x)) / 2``: both are linear maps of the same spikes, so
+``load_official`` folds ``head_kd`` into ``head`` by averaging their weights and biases,
+which gives the same logits. The official model defaults to T = 1 (pre-training stage) and is fine-tuned
 at T = 4; the factories default to T = 4.
 """
 from __future__ import annotations
@@ -46,6 +49,7 @@ from ..layers.multistep import ConvBN, SeqToBatch
 from ..layers.grid import fit_strides, grid_to_tokens, tokens_to_grid
 from ..layers.spike_driven import PreActMLP, SpikingTokenHead
 from ._registry import register_model
+from .official_weights import OfficialLayout, PublishedCheckpoint
 from .spikformer import NeuronFactory, TokenTransformer, _init_weights, build_blocks
 
 
@@ -124,6 +128,76 @@ class TokenStage(nn.Module):
         return tokens_to_grid(tokens)  # [T, B, C, H, W]
 
 
+def _fold_distillation_head(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``--kd`` checkpoints: eval logits are ``(head + head_kd) / 2`` of the same input."""
+    for leaf in ("weight", "bias"):
+        if f"head_kd.{leaf}" in state:
+            state[f"head.{leaf}"] = (state[f"head.{leaf}"] + state.pop(f"head_kd.{leaf}")) / 2
+    return state
+
+
+def _repconv_rules(official: str, ours: str) -> tuple[tuple[str, str], ...]:
+    """A RepConv (1x1 conv, BN-and-pad, depthwise 3x3 + 1x1 + BN) then BN, as in the
+    official ``{q,k,v,proj}_conv = Sequential(RepConv, BN)``."""
+    return (
+        (rf"{official}\.0\.body\.0\.(?P<leaf>.+)", rf"{ours}.body.0.body.0.\g<leaf>"),
+        (rf"{official}\.0\.body\.1\.bn\.(?P<leaf>.+)", rf"{ours}.body.0.body.1.bn.\g<leaf>"),
+        *((rf"{official}\.0\.body\.2\.{i}\.(?P<leaf>.+)", rf"{ours}.body.0.body.{i + 2}.\g<leaf>")
+          for i in range(3)),
+        (rf"{official}\.1\.(?P<leaf>.+)", rf"{ours}.body.1.\g<leaf>"),
+    )
+
+
+# inside a ConvBlock (SepConv, then a channel MLP of conv1/bn1, conv2/bn2)
+_CONV_BLOCK_RENAME = (
+    (r"Conv\.pwconv1\.(?P<leaf>.+)", r"sep_conv.pw1.conv.\g<leaf>"),
+    (r"Conv\.bn1\.(?P<leaf>.+)", r"sep_conv.pw1.bn.\g<leaf>"),
+    (r"Conv\.dwconv\.(?P<leaf>.+)", r"sep_conv.dw_pw2.body.0.\g<leaf>"),
+    (r"Conv\.pwconv2\.(?P<leaf>.+)", r"sep_conv.dw_pw2.body.1.\g<leaf>"),
+    (r"Conv\.bn2\.(?P<leaf>.+)", r"sep_conv.dw_pw2.body.2.\g<leaf>"),
+    (r"conv(?P<n>[12])\.(?P<leaf>.+)", r"conv\g<n>.conv.\g<leaf>"),
+    (r"bn(?P<n>[12])\.(?P<leaf>.+)", r"conv\g<n>.bn.\g<leaf>"),
+)
+# inside a transformer block (RepConv Q/K/V/proj attention, conv MLP)
+_TRANSFORMER_BLOCK_RENAME = (
+    *(rule for x in ("q", "k", "v", "proj") for rule in _repconv_rules(rf"attn\.{x}_conv", f"attn.{x}")),
+    (r"mlp\.fc(?P<n>[12])_conv\.(?P<leaf>.+)", r"mlp.fc\g<n>.linear.\g<leaf>"),
+    (r"mlp\.fc(?P<n>[12])_bn\.(?P<leaf>.+)", r"mlp.fc\g<n>.bn.\g<leaf>"),
+)
+
+
+def _nested(prefixes: Sequence[tuple[str, str]],
+            inner: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    return tuple((rf"{outer}\.{pattern}", f"{target}.{replacement}")
+                 for outer, target in prefixes for pattern, replacement in inner)
+
+
+_V2_DRIVE = "https://drive.google.com/drive/folders/12JcIRG8BF6JcgPsXIetSS14udtHXeSSx"
+# BICLab/Spike-Driven-Transformer-V2 classification/models.py: downsample1_1, ConvBlock1_1,
+# downsample1_2, ConvBlock1_2, downsample2, ConvBlock2_1, ConvBlock2_2, downsample3, block3,
+# downsample4, block4, head (+ head_kd with --kd).
+META_SPIKEFORMER_LAYOUT = OfficialLayout(
+    family="Meta-SpikeFormer (SDT v2)", repo="BICLab/Spike-Driven-Transformer-V2",
+    rename=(
+        *((rf"{name}\.encode_(conv|bn)\.(.+)", rf"{stage}.conv.\1.\2") for name, stage in (
+            ("downsample1_1", "stage1.0"), ("downsample1_2", "stage1.2"),
+            ("downsample2", "stage2.0"), ("downsample3", "stage3.0"), ("downsample4", "stage4.0"))),
+        *_nested([(r"ConvBlock1_1\.0", "stage1.1"), (r"ConvBlock1_2\.0", "stage1.3"),
+                  (r"ConvBlock2_1\.0", "stage2.1"), (r"ConvBlock2_2\.0", "stage2.2")],
+                 _CONV_BLOCK_RENAME),
+        *_nested([(r"block3\.(?P<i>\d+)", r"stage3.1.blocks.\g<i>"),
+                  (r"block4\.(?P<i>\d+)", r"stage4.1.blocks.\g<i>")], _TRANSFORMER_BLOCK_RENAME),
+        (r"head\.(weight|bias)", r"head.fc.\1"),
+    ),
+    checkpoints={
+        "sdt_v2_55m": PublishedCheckpoint(_V2_DRIVE, "imagenet", 80.0,
+                                          "55M, T=4, trained with --kd; the folder also holds "
+                                          "the training logs"),
+    },
+    prepare=_fold_distillation_head,
+)
+
+
 class MetaSpikeFormer(TokenTransformer):
     """Meta-SpikeFormer (SDT v2) for static images or pre-encoded input.
 
@@ -133,8 +207,10 @@ class MetaSpikeFormer(TokenTransformer):
     token attention of both transformer stages in :data:`stlib.layers.ATTENTIONS`
     (``"sdsa_3"``; ``attn_kwargs`` for a plugged-in attention's extras). ``head_lif=False``
     gives the official code's main head, which reads the real-valued mean (see the module
-    docstring).
+    docstring). Official checkpoints load by :data:`META_SPIKEFORMER_LAYOUT`.
     """
+
+    official_layout = META_SPIKEFORMER_LAYOUT
 
     def __init__(self, *, img_size: int = 224, in_chans: int = 3, num_classes: int = 1000,
                  embed_dim: int = 384, depth: int = 8, num_heads: int = 8,

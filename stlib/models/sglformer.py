@@ -35,6 +35,7 @@ from ..layers.grid import grid_to_tokens, tokens_to_grid
 from ..layers.multistep import ConvBN, SeqToBatch
 from ..layers.speds import ConvBNPoolSN
 from ._registry import register_model
+from .official_weights import OfficialLayout, PublishedCheckpoint
 from .spikformer import TokenTransformer, default_neuron
 
 NeuronFactory = Callable[..., nn.Module]
@@ -176,11 +177,52 @@ class SpaceTimeConvHead(nn.Module):
         return self.fc(x.flatten(1))
 
 
+# SSA i of a block (ssa1 is the local one, wrapped by LocalSSA) and MLP i
+_SSA_TARGETS = {1: "attns.0.attn", 2: "attns.1", 3: "attns.2"}
+_ATTENTION_RULES = tuple(rule for i, target in _SSA_TARGETS.items() for rule in (
+    (rf"blocks\.(\d+)\.ssa{i}\.(q|k|v|proj)_conv\.conv1x1\.(.+)", rf"blocks.\1.{target}.\2.linear.\3"),
+    (rf"blocks\.(\d+)\.ssa{i}\.(q|k|v|proj)_conv\.bn\.(.+)", rf"blocks.\1.{target}.\2.bn.\3"),
+    (rf"blocks\.(\d+)\.mlp{i}\.mlp([12])\.conv1x1\.(.+)", rf"blocks.\1.mlps.{i - 1}.fc\2.linear.\3"),
+    (rf"blocks\.(\d+)\.mlp{i}\.mlp([12])\.bn\.(.+)", rf"blocks.\1.mlps.{i - 1}.fc\2.bn.\3"),
+))
+# ZhangHanN1/SGLFormer cifar10/sglformer.py (cifar100/ is byte-identical): stem, tokenizer,
+# blocks.i = {loc, ssa1 (local), mlp1, ssa2, mlp2, ssa3, mlp3}, full_size_conv + bn + head.
+SGLFORMER_LAYOUT = OfficialLayout(
+    family="SGLFormer", repo="ZhangHanN1/SGLFormer (cifar10/sglformer.py)",
+    rename=(
+        (r"stem\.conv\.conv3x3\.(.+)", r"patch_embed.convs.0.conv.conv.\1"),
+        (r"stem\.conv\.bn\.(.+)", r"patch_embed.convs.0.conv.bn.\1"),
+        (r"tokenizer\.conv([1-4])\.conv3x3\.(.+)", r"patch_embed.convs.\1.conv.conv.\2"),
+        (r"tokenizer\.conv([1-4])\.bn\.(.+)", r"patch_embed.convs.\1.conv.bn.\2"),
+        (r"blocks\.(\d+)\.loc\.conv\.conv3x3\.(.+)", r"blocks.\1.loc.dw.conv.body.0.\2"),
+        (r"blocks\.(\d+)\.loc\.conv\.bn\.(.+)", r"blocks.\1.loc.dw.conv.body.1.\2"),
+        (r"blocks\.(\d+)\.loc\.conv1x1_1\.conv1x1\.(.+)", r"blocks.\1.loc.ffn.0.conv.conv.\2"),
+        (r"blocks\.(\d+)\.loc\.conv1x1_1\.bn\.(.+)", r"blocks.\1.loc.ffn.0.conv.bn.\2"),
+        (r"blocks\.(\d+)\.loc\.dwconv3x3\.conv3x3\.(.+)", r"blocks.\1.loc.ffn.1.conv.body.0.\2"),
+        (r"blocks\.(\d+)\.loc\.dwconv3x3\.bn\.(.+)", r"blocks.\1.loc.ffn.1.conv.body.1.\2"),
+        (r"blocks\.(\d+)\.loc\.conv1x1_2\.conv1x1\.(.+)", r"blocks.\1.loc.ffn.2.conv.conv.\2"),
+        (r"blocks\.(\d+)\.loc\.conv1x1_2\.bn\.(.+)", r"blocks.\1.loc.ffn.2.conv.bn.\2"),
+        *_ATTENTION_RULES,
+        (r"full_size_conv\.(.+)", r"head.mix.\1"),
+        (r"bn\.(.+)", r"head.bn.\1"),
+        (r"head\.(weight|bias)", r"head.fc.\1"),
+    ),
+    checkpoints={
+        "sglformer_4_384": PublishedCheckpoint(
+            "https://pan.baidu.com/s/1F5vsg9V4Vaj4jbTC103m3A?pwd=thd3", "cifar100", 82.26,
+            "the CIFAR-100 model (100 classes); the same folder holds the ImageNet one"),
+    },
+)
+
+
 class SGLFormer(TokenTransformer):
-    """SGLFormer for static images or pre-encoded input.
+    """SGLFormer for static images or pre-encoded input (official checkpoints load by
+    :data:`SGLFORMER_LAYOUT`).
 
     ``x [B, C, H, W]`` (repeated over T) or ``[T, B, C, H, W]`` -> logits ``[B, classes]``.
     """
+
+    official_layout = SGLFORMER_LAYOUT
 
     def __init__(self, *, img_size: int = 32, in_chans: int = 3, num_classes: int = 10,
                  embed_dim: int = 384, depth: int = 1, num_heads: int = 16, mlp_ratio: float = 4.0,

@@ -35,6 +35,7 @@ from ..layers.input_check import to_time_major
 from ..layers.sequence import SequenceEmbed, sequence_time_major
 from ..registry import UnknownNameError
 from ._registry import register_model
+from .official_weights import OfficialLayout, PublishedCheckpoint
 
 NeuronFactory = Callable[..., nn.Module]
 
@@ -165,6 +166,32 @@ class TokenTransformer(nn.Module):
         return self.blocks[-1].mlp.input
 
 
+# Official key names shared by the Spikformer-family files (Spikformer, Spikingformer, SDT v1,
+# STAtten): ``block.i.attn.{q,k,v,proj}_{linear|conv,bn}`` and ``block.i.mlp.{fc|mlp}{1,2}_*``.
+# CIFAR Spikformer uses nn.Linear (``q_linear``), the other files 1x1 convs (``q_conv``) of the
+# same parameters; ``load_official`` reshapes those.
+BLOCK_RENAME = (
+    (r"block\.(\d+)\.attn\.(q|k|v|proj)_(?:linear|conv)\.(.+)", r"blocks.\1.attn.\2.linear.\3"),
+    (r"block\.(\d+)\.attn\.(q|k|v|proj)_bn\.(.+)", r"blocks.\1.attn.\2.bn.\3"),
+    (r"block\.(\d+)\.mlp\.(?:fc|mlp)([12])_(?:linear|conv)\.(.+)", r"blocks.\1.mlp.fc\2.linear.\3"),
+    (r"block\.(\d+)\.mlp\.(?:fc|mlp)([12])_bn\.(.+)", r"blocks.\1.mlp.fc\2.bn.\3"),
+    (r"head\.(weight|bias)", r"head.fc.\1"),
+)
+# the SPS of Spikformer and SDT v1: proj_conv, proj_conv1..3, rpe_conv (each with its BN)
+SPS_RENAME = (
+    (r"patch_embed\.proj_(conv|bn)\.(.+)", r"patch_embed.stages.0.\1.\2"),
+    (r"patch_embed\.proj_(conv|bn)([1-3])\.(.+)", r"patch_embed.stages.\2.\1.\3"),
+    (r"patch_embed\.rpe_(conv|bn)\.(.+)", r"patch_embed.rpe.\1.\2"),
+)
+UNUSED_LAYER_NORMS = r"block\.\d+\.norm[12]\.(weight|bias)"
+SPIKFORMER_LAYOUT = OfficialLayout(
+    family="Spikformer", repo="ZK-Zhou/spikformer (cifar10/, imagenet/, cifar10dvs/model.py)",
+    rename=SPS_RENAME + BLOCK_RENAME,
+    # built by the official code, never read by its forward
+    unused=(UNUSED_LAYER_NORMS, r"pos_embed", r"norm\.(weight|bias)"),
+)
+
+
 class Spikformer(TokenTransformer):
     """Spikformer for static images or pre-encoded input (event frames included).
 
@@ -181,7 +208,13 @@ class Spikformer(TokenTransformer):
     ``x [B, C, H, W]`` (repeated over T: direct encoding) or ``[T, B, C, H, W]`` (an encoder's
     output) -> logits ``[B, classes]`` (the mean over T), or ``[T, B, classes]`` with
     ``per_step_logits=True``.
+
+    Official checkpoints (``load_official`` / ``create_model(..., pretrained=PATH)``) load by
+    :data:`SPIKFORMER_LAYOUT`; the unused LayerNorms (``block.i.norm1/norm2``, DVS ``norm``)
+    and the DVS ``pos_embed`` are skipped.
     """
+
+    official_layout = SPIKFORMER_LAYOUT
 
     def __init__(self, *, img_size: int = 32, in_chans: int = 3, num_classes: int = 10,
                  embed_dim: int = 384, depth: int = 4, num_heads: int = 12,

@@ -28,7 +28,31 @@ from ..layers.grid import fit_pools
 from ..layers import MeanTokenHead
 from ..layers.spike_driven import PreActMLP, PreActSPS
 from ._registry import register_model
-from .spikformer import NeuronFactory, TokenTransformer, _init_weights, build_blocks
+from .official_weights import OfficialLayout, PublishedCheckpoint
+from .spikformer import (BLOCK_RENAME, UNUSED_LAYER_NORMS, NeuronFactory, TokenTransformer,
+                         _init_weights, build_blocks)
+
+
+# zhouchenlin2096/Spikingformer: the CIFAR tokenizer names its convs block0..block4, the
+# ImageNet one proj, proj1..proj4; block 0 is the stem (no neuron before it).
+SPIKINGFORMER_LAYOUT = OfficialLayout(
+    family="Spikingformer", repo="zhouchenlin2096/Spikingformer (cifar10/, imagenet/model.py)",
+    rename=(
+        (r"patch_embed\.(?:block0|proj)_(conv|bn)\.(.+)", r"patch_embed.stem.\1.\2"),
+        *((rf"patch_embed\.(?:block|proj){i + 1}_(conv|bn)\.(.+)", rf"patch_embed.stages.{i}.\1.\2")
+          for i in range(4)),
+        *BLOCK_RENAME,
+    ),
+    unused=(UNUSED_LAYER_NORMS,),
+    checkpoints={
+        "spikingformer_8_768": PublishedCheckpoint(
+            "https://pan.baidu.com/s/1LsECpFOxh30O3vHWow8OGQ (password abcd)", "imagenet",
+            75.85),
+        "spikingformer_4_384": PublishedCheckpoint(
+            "https://pan.baidu.com/s/1mjpD2gtz5ZX0M8N3jobjzA (password abcd)", "cifar10",
+            95.81, "the 4-384-400E run"),
+    },
+)
 
 
 class Spikingformer(TokenTransformer):
@@ -38,7 +62,12 @@ class Spikingformer(TokenTransformer):
     ``[B, classes]`` (mean over T), or ``[T, B, classes]`` with ``per_step_logits=True``.
     ``attn`` names a pre-activation attention in :data:`stlib.layers.ATTENTIONS`
     (default ``"ssa_preact"``: Spikingformer's SSA).
+
+    Official checkpoints load by :data:`SPIKINGFORMER_LAYOUT` (the unused per-block
+    LayerNorms are skipped).
     """
+
+    official_layout = SPIKINGFORMER_LAYOUT
 
     def __init__(self, *, img_size: int = 32, in_chans: int = 3, num_classes: int = 10,
                  embed_dim: int = 384, depth: int = 4, num_heads: int = 12,

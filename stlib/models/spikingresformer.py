@@ -44,6 +44,7 @@ from torch import nn
 from ..layers.input_check import to_time_major
 from ..layers.multistep import ConvBN, SeqToBatch
 from ._registry import register_model
+from .official_weights import OfficialLayout
 
 NeuronFactory = Callable[..., nn.Module]
 
@@ -133,12 +134,40 @@ class Downsample(nn.Module):
         return self.conv(self.neuron(x))
 
 
+_L = r"layers\.(\d)\.(\d+)\."
+_S = r"stages.\1.\2."
+# xyshi2000/SpikingResformer models/spikingresformer.py: prologue (conv, BN), layers[stage][i]
+# (a DownsampleLayer at i = 0 of stages 2 and 3, then DSSA / GWFFN pairs), classifier.
+SPIKINGRESFORMER_LAYOUT = OfficialLayout(
+    family="SpikingResformer", repo="xyshi2000/SpikingResformer (models/spikingresformer.py)",
+    rename=(
+        (r"prologue\.0\.(.+)", r"prologue.conv.\1"),
+        (r"prologue\.1\.bn\.(.+)", r"prologue.bn.\1"),
+        (r"layers\.([12])\.0\.conv\.(.+)", r"stages.\1.0.conv.conv.\2"),  # downsample
+        (r"layers\.([12])\.0\.norm\.bn\.(.+)", r"stages.\1.0.conv.bn.\2"),
+        (_L + r"firing_rate_x", _S + "rate_x"),  # DSSA
+        (_L + r"firing_rate_attn", _S + "rate_attn"),
+        (_L + r"W\.(.+)", _S + r"w.conv.\3"),
+        (_L + r"norm\.bn\.(.+)", _S + r"w.bn.\3"),
+        (_L + r"Wproj\.(.+)", _S + r"proj.conv.\3"),
+        (_L + r"norm_proj\.bn\.(.+)", _S + r"proj.bn.\3"),
+        (_L + r"(up|down)\.1\.(.+)", _S + r"\3.conv.\4"),  # GWFFN
+        (_L + r"(up|down)\.2\.bn\.(.+)", _S + r"\3.bn.\4"),
+        (_L + r"conv\.0\.1\.(.+)", _S + r"conv.body.0.\3"),
+        (_L + r"conv\.0\.2\.bn\.(.+)", _S + r"conv.body.1.\3"),
+        (r"classifier\.(.+)", r"head.\1"),
+    ),
+)
+
+
 class SpikingResformer(nn.Module):
     """SpikingResformer (CIFAR prologue) for static images or pre-encoded input.
 
     ``x [B, C, H, W]`` (repeated over T) or ``[T, B, C, H, W]`` -> logits ``[B, classes]``
     (mean over T of per-step logits), or ``[T, B, classes]`` with ``per_step_logits=True``.
     """
+
+    official_layout = SPIKINGRESFORMER_LAYOUT
 
     def __init__(self, *, img_size: int = 32, in_chans: int = 3, num_classes: int = 10,
                  embed_dim: int = 384, depth: int = 3, num_heads: int = 6, T: int = 4,

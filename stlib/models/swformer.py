@@ -36,7 +36,8 @@ from ..layers.multistep import seq_to_batch
 from ..layers.spike_driven import MSSPS, PreActMLP
 from ..layers.wavelet import HaarDWT2d, HaarIDWT2d
 from ._registry import register_model
-from .spikformer import TokenTransformer, default_neuron
+from .official_weights import OfficialLayout, PublishedCheckpoint
+from .spikformer import BLOCK_RENAME, SPS_RENAME, TokenTransformer, default_neuron
 
 NeuronFactory = Callable[..., nn.Module]
 
@@ -103,12 +104,35 @@ class SWBlock(nn.Module):
         return x + self.mlp(x)
 
 
+# bic-L/Spiking-Wavelet-Transformer cifar10-100/model.py: the SDT-style SPS, then per block a
+# FATM "mixer" (haar_weight, haar_{forward,multiply,inverse}_bn, conv1/conv2 with their BNs)
+# and the pre-activation MLP (fc1/fc2 conv + bn).
+SWFORMER_LAYOUT = OfficialLayout(
+    family="SWformer", repo="bic-L/Spiking-Wavelet-Transformer (cifar10-100/model.py)",
+    rename=SPS_RENAME + (
+        (r"block\.(\d+)\.mixer\.haar_weight", r"blocks.\1.mixer.haar_weight"),
+        (r"block\.(\d+)\.mixer\.haar_forward_bn\.(.+)", r"blocks.\1.mixer.dwt_bn.\2"),
+        (r"block\.(\d+)\.mixer\.haar_multiply_bn\.(.+)", r"blocks.\1.mixer.mix_bn.\2"),
+        (r"block\.(\d+)\.mixer\.haar_inverse_bn\.(.+)", r"blocks.\1.mixer.idwt_bn.\2"),
+        (r"block\.(\d+)\.mixer\.(conv[12](?:_bn)?)\.(.+)", r"blocks.\1.mixer.\2.\3"),
+    ) + BLOCK_RENAME,
+    checkpoints={
+        "swformer_4_384": PublishedCheckpoint(
+            "https://github.com/bic-L/Spiking-Wavelet-Transformer/releases/tag/checkpoints",
+            "imagenet", 75.34, "ImageNet checkpoints only (8-512); no CIFAR checkpoint is "
+            "released, so this is the layout the CIFAR code saves"),
+    },
+)
+
+
 class SWformer(TokenTransformer):
     """Spiking Wavelet Transformer for static images or pre-encoded input.
 
     ``x [B, C, H, W]`` (repeated over T) or ``[T, B, C, H, W]`` -> logits ``[B, classes]``
     (mean over T), or ``[T, B, classes]`` with ``per_step_logits=True``.
     """
+
+    official_layout = SWFORMER_LAYOUT
 
     def __init__(self, *, img_size: int = 32, in_chans: int = 3, num_classes: int = 10,
                  embed_dim: int = 384, depth: int = 4, num_heads: int = 12, mlp_ratio: float = 4.0,
