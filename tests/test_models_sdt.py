@@ -20,6 +20,11 @@ TALKING_HEADS = 64  # the official, never-called Conv1d(8, 8, 1, bias=False) per
     ("sdt_2_512", 100, 10_279_716, 2),  # the paper's 10.28M
     ("sdt_2_256", 10, 2_567_082, 2),
     ("sdt_8_768", 1000, 66_339_144, 8),
+    # ImageNet configs with published checkpoints (official code counts, MODELS-1.md section 3)
+    ("sdt_8_384", 1000, 16_816_536, 8),
+    ("sdt_6_512", 1000, 23_373_736, 6),
+    ("sdt_8_512", 1000, 29_689_896, 8),
+    ("sdt_10_512", 1000, 36_006_056, 10),
 ])
 def test_parameter_counts_are_the_official_minus_talking_heads(name, classes, official, blocks):
     assert meta_count(name, num_classes=classes) == official - blocks * TALKING_HEADS

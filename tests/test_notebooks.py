@@ -6,6 +6,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import torch
 
 from stlib.params import from_notebook
 
@@ -104,3 +105,52 @@ def test_sequential_notebook_quick_psmnist(tmp_path, monkeypatch, shared_data):
     assert summary["dataset"] == "psmnist" and summary["status"] == "finished"
     assert summary["sequence_order"]["order"] == "permuted"
     assert summary["final_acc1"] > 20.0, summary  # 10 classes: well above chance after 4 epochs
+
+
+def spikformer_to_official_layout(state: dict) -> dict:
+    """stlib Spikformer keys -> the CIFAR file of ZK-Zhou/spikformer (written out by hand here,
+    independently of the loader's rules), plus its unused LayerNorms."""
+    import re
+
+    out = {}
+    for key, value in state.items():
+        key = re.sub(r"^net\.", "", key)
+        key = re.sub(r"patch_embed\.stages\.0\.(conv|bn)\.", r"patch_embed.proj_\1.", key)
+        key = re.sub(r"patch_embed\.stages\.(\d)\.(conv|bn)\.", r"patch_embed.proj_\2\1.", key)
+        key = re.sub(r"patch_embed\.rpe\.(conv|bn)\.", r"patch_embed.rpe_\1.", key)
+        key = re.sub(r"blocks\.(\d+)\.(attn|mlp)\.(\w+)\.(linear|bn)\.", r"block.\1.\2.\3_\4.", key)
+        out[key.replace("head.fc.", "head.")] = value
+    dim = out["head.weight"].shape[1]
+    for name in {k.split(".attn.")[0] for k in out if ".attn." in k}:
+        for norm in ("norm1", "norm2"):
+            out[f"{name}.{norm}.weight"], out[f"{name}.{norm}.bias"] = torch.ones(dim), torch.zeros(dim)
+    return out
+
+
+@pytest.mark.slow
+def test_architecture_notebook_evaluates_an_official_checkpoint(tmp_path, monkeypatch):
+    """A checkpoint in the official layout is evaluated without training; the measured top-1
+    equals what the run that trained it measured for the same weights."""
+    import re
+
+    import stlib
+
+    papermill = pytest.importorskip("papermill")
+    record = stlib.fit(stlib.load_params("params/spikformer/cifar10.yaml", preset="quick", overrides=[
+        f"experiment.output_dir={tmp_path / 'train'}", "train.epochs=2", "train.progress=false"]))
+    best = torch.load(record.run_dir / "checkpoints" / "best.pt", weights_only=True)["model"]
+    official = tmp_path / "official.pth"
+    torch.save({"model": {f"module.{k}": v for k, v in spikformer_to_official_layout(best).items()}},
+               official)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    out = tmp_path / "executed.ipynb"
+    papermill.execute_notebook(str(REPO / "notebooks/architecture_reproduction.ipynb"), str(out),
+                               parameters={"model": "spikformer_4_384", "dataset": "cifar10",
+                                           "preset": "quick", "checkpoint": str(official),
+                                           "output_dir": str(tmp_path / "eval")},
+                               kernel_name="python3", cwd=str(REPO), progress_bar=False)
+    text = "".join(o.get("text", "") for c in nbformat.read(out, as_version=4).cells
+                   for o in c.get("outputs", []))
+    measured = float(re.search(r"measured ([\d.]+) %", text).group(1))
+    assert measured == pytest.approx(record.summary["best_acc1"], abs=0.01)
+    assert not (tmp_path / "eval").exists() or not list((tmp_path / "eval").rglob("*.pt"))

@@ -198,6 +198,9 @@ def load_official(model: nn.Module, source: str | Path | Mapping[str, Any]) -> n
     state = read_state_dict(source)
     own = model.state_dict()
     own_keys = {k for k in own if not k.endswith("num_batches_tracked")}
+    network = {k[len("net."):]: v for k, v in state.items() if k.startswith("net.")}
+    if own_keys <= set(network) <= set(own):  # a run checkpoint: input stage + "net."
+        state = network
     if own_keys <= set(state) and set(state) <= set(own):  # stlib's own layout
         _check_shapes(model, state)
         model.load_state_dict({**own, **state})

@@ -1,0 +1,45 @@
+"""Evaluate a checkpoint on a recipe's test split, without training.
+
+``evaluate_checkpoint(config, "sdt-8-768.pth")`` builds the model of ``config`` (input stage +
+network, as :func:`stlib.fit` does), loads the checkpoint strictly with
+:func:`stlib.load_official` (official layout or stlib's own), runs the test split once and
+returns the measured top-1 next to the top-1 published for that checkpoint.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from .data import build_dataloaders
+from .models import load_official, published_checkpoint
+from .params import Config
+from .train import build_model, evaluate, resolve_device
+
+
+def evaluate_checkpoint(config: Config, checkpoint: str | Path,
+                        max_batches: int | None = None) -> dict[str, Any]:
+    """``config``'s model with ``checkpoint`` loaded, on ``config``'s test split ->
+    ``{model, dataset, checkpoint, published_acc1, measured_acc1, measured_acc5, val_loss,
+    images, seconds, device}`` (accuracies in percent; ``published_acc1`` is None where no
+    released checkpoint is recorded for the model or it was published for another dataset).
+    """
+    device = resolve_device(config.train.device)
+    bundle = build_dataloaders(config.data, seed=config.experiment.seed, device=device.type,
+                               time_steps=config.model.T)
+    model = build_model(config, bundle)
+    load_official(model.net, checkpoint)
+    model = model.to(device)
+    start = time.perf_counter()
+    metrics = evaluate(model, bundle.val_loader, device, amp=config.train.amp and device.type == "cuda",
+                       max_batches=max_batches)
+    published = published_checkpoint(config.model.name)
+    seen = len(bundle.val_loader.dataset) if max_batches is None else None
+    return {
+        "model": config.model.name, "dataset": config.data.name, "checkpoint": str(checkpoint),
+        "published_acc1": published.top1 if published and published.dataset == config.data.name
+        else None,
+        "measured_acc1": metrics["val_acc1"], "measured_acc5": metrics["val_acc5"],
+        "val_loss": metrics["val_loss"], "images": seen,
+        "seconds": round(time.perf_counter() - start, 2), "device": str(device),
+    }
