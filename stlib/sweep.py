@@ -36,12 +36,11 @@ import argparse
 import ast
 import csv
 import functools
+import io
 import itertools
 import json
-import os
 import re
 import sys
-import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -50,6 +49,7 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
+from .atomic import atomic_write_text
 from .params import NOTEBOOK_PARAMETERS, ConfigError, from_notebook, params_for
 from .registry import UnknownNameError, closest
 
@@ -248,14 +248,12 @@ def read_status(path: Path) -> dict[str, dict[str, str]]:
 
 def write_status(path: Path, rows: Mapping[str, Mapping[str, Any]]) -> None:
     """Rewrite the status file atomically (a kill mid-write leaves the previous one)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=STATUS_COLUMNS)
-        writer.writeheader()
-        for row in rows.values():
-            writer.writerow({k: row.get(k, "") for k in STATUS_COLUMNS})
-    os.replace(tmp, path)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=STATUS_COLUMNS)
+    writer.writeheader()
+    for row in rows.values():
+        writer.writerow({k: row.get(k, "") for k in STATUS_COLUMNS})
+    atomic_write_text(path, text.getvalue())
 
 
 def select(points: list[tuple[str, dict[str, Any]]], only: Iterable[str] | None):

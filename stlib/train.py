@@ -28,7 +28,6 @@ import random
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from torch import nn
 
 from .analysis.energy import energy_report
 from .analysis.firing import firing_rates_per_step, mean_firing_rate
+from .atomic import atomic_write_bytes, atomic_write_text
 from .data import DataBundle, build_dataloaders
 from .encoders import InputEncoder
 from .layers.ablation import component_labels
@@ -128,27 +128,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def atomic_write_bytes(path: Path, write) -> None:
-    """Write through a temp file in the same folder, fsync, then rename over ``path``:
-    a crash leaves either the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, lambda f: f.write(text.encode()))
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:

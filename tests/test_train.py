@@ -115,6 +115,21 @@ def test_atomic_write_leaves_the_old_file_on_failure(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]  # no temp file left behind
 
 
+def test_atomic_writes_get_the_mode_of_any_new_file(tmp_path):
+    """mkstemp makes 0600 files; results must be readable like any other file (0666 - umask)."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        train_mod.atomic_write_text(tmp_path / "summary.json", "{}")
+        train_mod.save_checkpoint({"x": 1}, tmp_path / "last.pt")
+    finally:
+        os.umask(old)
+    for name in ("summary.json", "last.pt"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
+
+
 def test_command_line_trains_and_rejects_bad_keys(tmp_path, capsys):
     code = main(["params/spikformer/cifar10.yaml", "--preset", "quick",
                  "--set", f"experiment.output_dir={tmp_path}", "--set", "train.epochs=1",

@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
 import pickle
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -35,6 +33,8 @@ from torch.utils.data import TensorDataset
 from torchvision import datasets, transforms
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
+
+from ..atomic import atomic_write_bytes
 
 from stlib.data.augment import build_eval_transform, build_train_transform
 from stlib.data.base import (
@@ -127,17 +127,13 @@ def _materialize(src: Path, dst: Path) -> None:
     """Make ``dst`` the decompressed content of ``src`` (``.gz`` or plain), atomically."""
     if dst.is_file() and dst.stat().st_mtime >= src.stat().st_mtime:
         return  # done by an earlier run
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            opener = gzip.open if src.suffix == ".gz" else open
-            with opener(src, "rb") as inp:
-                shutil.copyfileobj(inp, out, length=1 << 20)
-        os.replace(tmp, dst)  # another process may do the same; either copy is complete
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    opener = gzip.open if src.suffix == ".gz" else open
+
+    def copy(out) -> None:
+        with opener(src, "rb") as inp:
+            shutil.copyfileobj(inp, out, length=1 << 20)
+
+    atomic_write_bytes(dst, copy)  # another process may do the same; either copy is complete
 
 
 def _torchvision_root(folder: Path, name: str, tv_cls: type) -> Path:
