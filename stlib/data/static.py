@@ -34,8 +34,7 @@ from torchvision import datasets, transforms
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-from ..atomic import atomic_write_bytes
-
+from stlib.atomic import atomic_write_bytes
 from stlib.data.augment import build_eval_transform, build_train_transform
 from stlib.data.base import (
     DATASETS,

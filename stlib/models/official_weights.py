@@ -202,15 +202,15 @@ def load_official(model: nn.Module, source: str | Path | Mapping[str, Any]) -> n
     if own_keys <= set(network) <= set(own):  # a run checkpoint: input stage + "net."
         state = network
     if own_keys <= set(state) and set(state) <= set(own):  # stlib's own layout
-        _check_shapes(model, state)
+        _check_shapes(model, own, state)
         model.load_state_dict({**own, **state})
         return model
     model.load_state_dict(convert_official(model, state))
     return model
 
 
-def _check_shapes(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
-    own = model.state_dict()
+def _check_shapes(model: nn.Module, own: Mapping[str, torch.Tensor],
+                  state: Mapping[str, torch.Tensor]) -> None:
     bad = [f"{k} {tuple(v.shape)} (model: {tuple(own[k].shape)})"
            for k, v in state.items() if v.shape != own[k].shape]
     if bad:
@@ -252,7 +252,6 @@ def _grouped(keys: list[str], limit: int = 8) -> str:
              for module, leaves in groups.items()]
     return ", ".join(parts[:limit]) + (f", ... ({len(parts) - limit} more modules)"
                                        if len(parts) > limit else "")
-
 
 
 def published_checkpoint(name: str) -> PublishedCheckpoint | None:

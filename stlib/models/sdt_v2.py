@@ -24,9 +24,10 @@ both transformer stages. c0 = embed_dim // 4, c1 = embed_dim // 2, c3 = ``last_d
 The head: a spiking neuron before the classifier, as in the paper and in the official code
 since its commit d95ad13 (before it, the head LIF fed only the distillation head ``head_kd``
 and the main head read the real-valued token mean; ``head_lif=False`` reproduces that older
-code, with no parameter change). Quirks of the official code: DropPath modules are built but never applied in the code's blocks (not built
-here), and the code always builds 6 + 2 transformer blocks (its ``depths`` only sets the
-unused drop-path schedule); stlib's ``depth`` splits as described above.
+code, with no parameter change). Quirks of the official code: DropPath modules are built but
+never applied in the code's blocks (not built here), and the code always builds 6 + 2
+transformer blocks (its ``depths`` only sets the unused drop-path schedule); stlib's
+``depth`` splits as described above.
 
 Parameters (1000 classes): 15,112,208 / 31,333,864 / 55,350,248 for the paper's 15.1M /
 31.3M / 55.4M, equal to the official code (no dead modules; the ``--kd`` distillation head
@@ -34,8 +35,8 @@ is not built). The official ``metaspikformer_8_384`` / ``8_512`` are stlib's ``s
 ``sdt_v2_55m``; the 15M widths have no official factory. A checkpoint trained with ``--kd``
 evaluates as ``(head(x) + head_kd(x)) / 2``: both are linear maps of the same spikes, so
 ``load_official`` folds ``head_kd`` into ``head`` by averaging their weights and biases,
-which gives the same logits. The official model defaults to T = 1 (pre-training stage) and is fine-tuned
-at T = 4; the factories default to T = 4.
+which gives the same logits. The official model defaults to T = 1 (pre-training stage) and
+is fine-tuned at T = 4; the factories default to T = 4.
 """
 from __future__ import annotations
 
