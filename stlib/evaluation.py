@@ -14,7 +14,8 @@ from typing import Any
 from .data import build_dataloaders
 from .models import load_official, published_checkpoint
 from .params import Config
-from .train import build_model, evaluate, resolve_device
+from .build import build_model, resolve_device
+from .train import evaluate
 
 
 def evaluate_checkpoint(config: Config, checkpoint: str | Path,

@@ -79,10 +79,16 @@ def assert_quick_preset_learns(name: str, steps: int = 6, **extra) -> None:
     assert losses[-1] < 0.9 * losses[0], losses
 
 
-def meta_count(name: str, **overrides) -> int:
-    """Parameter count without allocating (ImageNet models have up to 66M parameters)."""
+def meta_model(name: str, **overrides) -> torch.nn.Module:
+    """The model built on the meta device: shapes and counts without memory or init cost
+    (ImageNet models have up to 66M parameters)."""
     with torch.device("meta"):
-        return count(create_model(name, **overrides))
+        return create_model(name, **overrides)
+
+
+def meta_count(name: str, **overrides) -> int:
+    """Parameter count without allocating."""
+    return count(meta_model(name, **overrides))
 
 
 def quick_model_name(params_file: str) -> str:

@@ -13,6 +13,11 @@ if not torch.cuda.is_available():
     # from another test module in the same worker), so it is set here, first.
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# Tests are tiny: one thread avoids oversubscription under pytest-xdist. Set at import, before
+# any fixture trains, so a module-scoped reference run and a resumed child process (started
+# with OMP_NUM_THREADS=1) reduce floats in the same order whichever test runs first.
+torch.set_num_threads(1)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
@@ -27,7 +32,7 @@ def shared_data() -> Path:
 
 @pytest.fixture(autouse=True)
 def _small_torch():
-    """Tests are tiny: one thread avoids oversubscription under pytest-xdist."""
+    """Every test starts from one thread (a test may change it) and a fixed seed."""
     torch.set_num_threads(1)
     torch.manual_seed(0)
     yield

@@ -1,4 +1,4 @@
-"""Meta-transformer ablation switches (stlib.layers.ablation) on the Spikformer and SDT hosts."""
+"""Meta-transformer ablation switches (stlib.layers.ablation, stlib.models.ablation) on the Spikformer and SDT hosts."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,8 @@ import pytest
 import torch
 import yaml
 
-from stlib.layers.ablation import EMBEDDINGS, ablation_kwargs, component_labels
+from stlib.layers.ablation import EMBEDDINGS
+from stlib.models.ablation import ablation_kwargs, component_labels
 from stlib.models import create_model
 from stlib.registry import UnknownNameError
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import stlib.train as train_mod
+import stlib.run as run_mod
 from stlib.params import load_params
 from stlib.train import RunRecord, fit
 
@@ -135,7 +135,7 @@ def test_two_gloo_processes_match_one_process_on_the_same_global_batch(tmp_path)
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    real = train_mod.build_optimization
+    real = run_mod.build_optimization
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
@@ -147,7 +147,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
             return value * float("nan") if calls["n"] == 30 else value  # 30 = epoch 1, step 7
         return optimizer, scheduler, epochs, mixup, loss
 
-    monkeypatch.setattr(train_mod, "build_optimization", poisoned)
+    monkeypatch.setattr(run_mod, "build_optimization", poisoned)
     config = config_for(tmp_path)
     with pytest.raises(FloatingPointError, match="epoch 1, step 7"):
         fit(config)

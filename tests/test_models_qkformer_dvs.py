@@ -5,12 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from _zoo import (QUICK, count, threshold, assert_every_parameter_learns,
-                  assert_quick_preset_trains)
+from _zoo import meta_model, QUICK, count, assert_every_parameter_learns
 from stlib.layers.qk_attention import QKTokenAttention
 from stlib.models import create_model
 from stlib.models.qkformer import PyramidSPEDS, QKFormer
-from stlib.neurons import NEURONS, neuron_factory
 from stlib.params import load_params
 
 #: tiny event model: 2-channel frames, stages 8/16 wide
@@ -22,14 +20,12 @@ TINY_DVS = dict(img_size=32, in_chans=2, num_classes=3, T=2, embed_dim=16, num_h
     (dict(num_classes=11, mlp_ratio=4.0), 1_999_371),  # DVS128 Gesture
 ])
 def test_parameter_counts_match_the_official_code(overrides, expected):
-    with torch.device("meta"):
-        model = create_model("qkformer_dvs_2_256", **overrides)
+    model = meta_model("qkformer_dvs_2_256", **overrides)
     assert count(model) == expected
 
 
 def test_cifar10_dvs_breakdown_and_layout():
-    with torch.device("meta"):
-        model = create_model("qkformer_dvs_2_256")
+    model = meta_model("qkformer_dvs_2_256")
     assert [count(m) for m in model.patch_embeds] == [101_888, 919_040]
     assert [count(m) for m in model.stages] == [83_584, 397_056]
     assert isinstance(model.patch_embeds[0], PyramidSPEDS)
@@ -64,10 +60,8 @@ def test_bad_settings_are_named():
         QKFormer(embedding="dvs", early_depths=(1,), embed_dim=24, num_heads=4)
 
 
-def test_quick_preset_builds_and_trains_on_digits():
+def test_quick_preset_builds_on_digits():  # its training: test_model_contract.py
     assert create_model("qkformer_dvs_2_256", **QUICK)(torch.rand(2, 1, 8, 8)).shape == (2, 10)
-    # x8 then x2 leaves a single 1x1 token on 8x8 digits: slower start, so 12 steps
-    assert_quick_preset_trains("qkformer_dvs_2_256", steps=12, ratio=0.95)
 
 
 @pytest.mark.parametrize("dataset, classes, mlp_ratio", [("cifar10_dvs", 10, 1.0),
@@ -79,12 +73,3 @@ def test_params_files_give_the_official_recipe(dataset, classes, mlp_ratio):
     assert config.train.lr == 5e-3 and config.train.weight_decay == 0.06
     assert config.train.epochs + config.train.cooldown_epochs == 106
     assert config.model.kwargs.get("mlp_ratio", 1.0) == mlp_ratio
-
-
-@pytest.mark.parametrize("name", NEURONS.names())
-def test_every_neuron_type_runs_and_keeps_the_model_thresholds(name):
-    factory = neuron_factory(name, T=2, v_threshold=0.8)
-    model = create_model("qkformer_dvs_2_256", neuron=factory, **{**TINY_DVS, "img_size": 16})
-    assert threshold(model.stages[0][0].attn.attn_neuron) == pytest.approx(0.5)
-    assert threshold(model.patch_embeds[0].shortcut_neuron) == pytest.approx(0.8)
-    assert_every_parameter_learns(model, torch.rand(2, 1, 2, 16, 16) * 3, 3)

@@ -4,11 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from _zoo import TINY, count, meta_count, threshold, assert_every_parameter_learns, assert_quick_preset_learns
+from _zoo import meta_model, TINY, count, meta_count, threshold
 from stlib.layers.bias_free import BiasFreeSSA
 from stlib.models import create_model
 from stlib.models.sglformer import SGLFormer, integrate, partition
-from stlib.neurons import NEURONS, neuron_factory
 from stlib.params import load_params
 
 
@@ -18,8 +17,7 @@ def test_cifar_parameter_count_matches_the_official_code(num_classes, expected):
 
 
 def test_cifar_parameter_breakdown_per_part():
-    with torch.device("meta"):
-        model = create_model("sglformer_4_384")
+    model = meta_model("sglformer_4_384")
     block = model.blocks[0]
     assert count(model.patch_embed.convs[0]) == 1_856  # stem
     assert count(model.patch_embed) - 1_856 == 2_213_952
@@ -66,34 +64,6 @@ def test_bad_inputs_and_settings_are_named():
         SGLFormer(img_size=12, in_chans=1, embed_dim=16, num_heads=2, T=2)
     with pytest.raises(ValueError, match="no per-step logits"):
         SGLFormer(per_step_logits=True)
-
-
-@pytest.mark.parametrize("name", NEURONS.names())
-def test_every_neuron_type_builds_runs_and_trains(name):
-    model = create_model("sglformer_4_384", neuron=name, **TINY)
-    assert_every_parameter_learns(model, torch.rand(2, 2, 1, 8, 8) * 4, classes=3)
-
-
-@pytest.mark.parametrize("name", NEURONS.names())
-def test_model_thresholds_survive_a_neuron_swap(name):
-    model = create_model("sglformer_4_384", neuron=neuron_factory(name, T=2, v_threshold=0.8), **TINY)
-    block = model.blocks[0]
-    for attn in (block.attns[0].attn, block.attns[1], block.attns[2]):
-        assert threshold(attn.attn_neuron) == pytest.approx(0.5)
-        assert threshold(attn.q_neuron) == pytest.approx(0.8)
-    assert threshold(block.loc.dw.neuron) == pytest.approx(0.8)
-    assert type(block.attns[1].attn_neuron).__name__ == NEURONS.get(name).__name__
-
-
-def test_cam_target_and_purity():
-    model = create_model("sglformer_4_384", **TINY).eval()
-    assert model.cam_target_layer() is model.blocks[-1].mlps[-1].input
-    x = torch.rand(2, 2, 1, 8, 8) * 3
-    assert torch.equal(model(x), model(x))
-
-
-def test_quick_preset_builds_and_trains_on_digits():
-    assert_quick_preset_learns("sglformer_4_384")
 
 
 @pytest.mark.parametrize("dataset", ["cifar10", "cifar100"])

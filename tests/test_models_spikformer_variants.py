@@ -8,15 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
-from _zoo import (QUICK, threshold, assert_every_parameter_learns, assert_quick_preset_trains,
-                  meta_count, quick_model_name, check_params_file)
-from stlib.data import DATASETS
+from _zoo import (QUICK, threshold, assert_quick_preset_trains, meta_count,
+                  check_params_file)
 from stlib.layers.grid import fit_pools, fit_strides
 from stlib.models import create_model
-from stlib.neurons import NEURONS
-from stlib.params import load_params
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -82,10 +78,3 @@ def test_small_images_keep_the_last_poolings_and_official_sizes_keep_all():
 ])
 def test_spikformer_params_files_load(path, name):
     check_params_file(path, name)
-
-
-@pytest.mark.parametrize("name", NEURONS.names())
-def test_spikformer_imagenet_every_neuron_type(name):
-    model = create_model("spikformer_8_384", neuron=name, embed_dim=16, depth=1, num_heads=2,
-                         num_classes=3, T=2, img_size=16, in_chans=1)
-    assert_every_parameter_learns(model, torch.rand(2, 2, 1, 16, 16) * 3, 3)

@@ -5,10 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from _zoo import (threshold, assert_every_parameter_learns, assert_quick_preset_trains, meta_count,
-                  quick_model_name, check_params_file)
+from _zoo import threshold, meta_count, check_params_file
 from stlib.models import create_model
-from stlib.neurons import NEURONS, neuron_factory, neurons_of
 
 TINY = dict(img_size=8, in_chans=1, embed_dim=16, depth=1, num_heads=2, T=2, num_classes=3)
 
@@ -51,28 +49,6 @@ def test_wiring_scale_bias_and_thresholds():
     assert threshold(attn.attn_neuron) == 0.5 and threshold(attn.q_neuron) == 1.0
     assert not hasattr(attn, "proj_neuron")  # no output neuron: membrane shortcut
     assert model.cam_target_layer() is model.blocks[-1].mlp.input
-
-
-@pytest.mark.parametrize("name", NEURONS.names())
-def test_every_neuron_builds_runs_and_trains(name):
-    model = create_model("spikingformer_4_384", neuron=name, **TINY)
-    assert_every_parameter_learns(model, torch.rand(2, 3, 1, 8, 8) * 4, 3)
-
-
-@pytest.mark.parametrize("name", NEURONS.names())
-def test_attention_threshold_survives_a_neuron_swap(name):
-    model = create_model("spikingformer_4_384", neuron=neuron_factory(name, T=2, v_threshold=0.8),
-                         **TINY)
-    attn = model.blocks[0].attn
-    assert threshold(attn.attn_neuron) == pytest.approx(0.5)
-    others = [n for n, m in neurons_of(model) if not n.endswith("attn_neuron")]
-    assert len(others) == 4 + 4 + 2  # tokenizer 4; shortcut, q, k, v; MLP 2
-    assert all(threshold(m) == pytest.approx(0.8) for n, m in neurons_of(model) if n in others)
-    assert {type(m) for _, m in neurons_of(model)} == {type(attn.attn_neuron)}
-
-
-def test_quick_preset_trains_on_digits():
-    assert_quick_preset_trains(quick_model_name("params/spikingformer/cifar10.yaml"))
 
 
 @pytest.mark.parametrize("path", ["params/spikingformer/cifar10.yaml",

@@ -4,17 +4,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from _zoo import TINY, count, assert_every_parameter_learns, assert_quick_preset_learns
+from _zoo import meta_model, TINY, count
 from stlib.models import create_model
-from stlib.models.vit import ViT
-from stlib.neurons import NEURONS, neurons_of
+from stlib.neurons import neurons_of
 from stlib.params import load_params
 
 
 @pytest.mark.parametrize("num_classes, expected", [(10, 9_303_994), (100, 9_338_644)])
 def test_cifar_parameter_count(num_classes, expected):
-    with torch.device("meta"):
-        model = create_model("vit_4_384", num_classes=num_classes)
+    model = meta_model("vit_4_384", num_classes=num_classes)
     assert count(model) == expected
     assert count(model.patch_embed) == 2_201_520  # exactly Spikformer-4-384's SPS
 
@@ -27,16 +25,6 @@ def test_same_token_grid_as_spikformer_and_no_neurons():
     assert neurons_of(vit) == []
 
 
-@pytest.mark.parametrize("name", NEURONS.names())
-def test_neuron_is_accepted_and_ignored(name):
-    torch.manual_seed(0)
-    plain = create_model("vit_4_384", **TINY)
-    torch.manual_seed(0)
-    model = create_model("vit_4_384", neuron=name, **TINY)
-    assert neurons_of(model) == [] and count(model) == count(plain)
-    assert_every_parameter_learns(model, torch.rand(2, 2, 1, 8, 8), classes=3)
-
-
 def test_images_run_once_and_sequences_average_over_time():
     model = create_model("vit_4_384", **TINY).eval()
     x = torch.rand(3, 1, 8, 8)
@@ -46,15 +34,6 @@ def test_images_run_once_and_sequences_average_over_time():
     assert per_step(x).shape == (2, 3, 3)
     with pytest.raises(ValueError, match="3 time steps.*T=2"):
         model(torch.rand(3, 1, 1, 8, 8))
-
-
-def test_cam_target_is_the_last_mlp_input():
-    model = ViT(**TINY)
-    assert model.cam_target_layer() is model.blocks[-1].mlp[0]
-
-
-def test_quick_preset_builds_and_trains_on_digits():
-    assert_quick_preset_learns("vit_4_384")
 
 
 @pytest.mark.parametrize("dataset", ["cifar10", "cifar100"])

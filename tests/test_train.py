@@ -7,6 +7,8 @@ import pytest
 import torch
 
 import stlib.train as train_mod
+from stlib import atomic
+from stlib.record import save_checkpoint
 from stlib.params import load_params
 from stlib.train import RunRecord, fit, main
 
@@ -54,11 +56,9 @@ def _bundle(config):
     return build_dataloaders(config.data, seed=0)
 
 
-def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
-    straight = fit(tiny_config(tmp_path / "a"))
-
-    calls = {"n": 0}
-    real = train_mod.train_one_epoch
+def crash_in_the_second_epoch(monkeypatch):
+    """Make the next fit die at the start of its second epoch; returns the real epoch."""
+    real, calls = train_mod.train_one_epoch, {"n": 0}
 
     def dies_in_the_second_epoch(*args, **kwargs):
         calls["n"] += 1
@@ -67,6 +67,13 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(train_mod, "train_one_epoch", dies_in_the_second_epoch)
+    return real
+
+
+def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+    straight = fit(tiny_config(tmp_path / "a"))
+
+    real = crash_in_the_second_epoch(monkeypatch)
     config = tiny_config(tmp_path / "b")
     with pytest.raises(KeyboardInterrupt):
         fit(config)
@@ -101,6 +108,23 @@ def test_foreign_or_truncated_checkpoint_is_refused_and_kept(tmp_path):
     assert torch.load(last, weights_only=True)["config_hash"] == "other"  # kept
 
 
+def test_resuming_with_another_thread_count_warns_in_one_line(tmp_path, monkeypatch):
+    real = crash_in_the_second_epoch(monkeypatch)
+    config = tiny_config(tmp_path, "train.epochs=2")
+    with pytest.raises(KeyboardInterrupt):
+        fit(config)
+    last = torch.load(config.run_dir / "checkpoints/last.pt", weights_only=True)
+    assert (last["threads"], last["device"]) == (1, "cpu")
+    monkeypatch.setattr(train_mod, "train_one_epoch", real)
+    torch.set_num_threads(2)
+    with pytest.warns(RuntimeWarning) as caught:
+        record = fit(config)
+    message = str(caught[0].message)
+    assert "2 torch thread(s)" in message and "trained with 1" in message and "\n" not in message
+    assert "last digits" in message
+    assert record.summary["threads"] == 2 and record.finished
+
+
 def test_atomic_write_leaves_the_old_file_on_failure(tmp_path):
     target = tmp_path / "f.bin"
     target.write_bytes(b"old")
@@ -110,7 +134,7 @@ def test_atomic_write_leaves_the_old_file_on_failure(tmp_path):
         raise OSError("disk full")
 
     with pytest.raises(OSError):
-        train_mod.atomic_write_bytes(target, explode)
+        atomic.atomic_write_bytes(target, explode)
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]  # no temp file left behind
 
@@ -122,8 +146,8 @@ def test_atomic_writes_get_the_mode_of_any_new_file(tmp_path):
 
     old = os.umask(0o022)
     try:
-        train_mod.atomic_write_text(tmp_path / "summary.json", "{}")
-        train_mod.save_checkpoint({"x": 1}, tmp_path / "last.pt")
+        atomic.atomic_write_text(tmp_path / "summary.json", "{}")
+        save_checkpoint({"x": 1}, tmp_path / "last.pt")
     finally:
         os.umask(old)
     for name in ("summary.json", "last.pt"):

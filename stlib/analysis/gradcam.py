@@ -197,13 +197,13 @@ def save_overlays(result: CamResult, images: torch.Tensor, output_dir: str | Pat
 def load_run(run_dir: str | Path, checkpoint: str = "best") -> tuple[Any, nn.Sequential, Any]:
     """``(config, model, bundle)`` of a trained run ``outputs/<study>/<run_id>/``.
 
-    ``model`` is ``stlib.train.build_model(config, bundle)`` (encoder + network, taking images
+    ``model`` is ``stlib.build.build_model(config, bundle)`` (encoder + network, taking images
     ``[B, C, H, W]`` in [0, 1]) with the weights of ``checkpoints/<checkpoint>.pt``, in eval mode
     on the CPU; ``bundle`` holds the run's data loaders (seed 0).
     """
     from ..data import build_dataloaders
     from ..params import load_params
-    from ..train import build_model
+    from ..build import build_model
 
     run_dir = Path(run_dir)
     path = run_dir / "checkpoints" / f"{checkpoint}.pt"

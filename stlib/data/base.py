@@ -19,7 +19,7 @@ from typing import Any, Callable
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
-from stlib.params import DataConfig  # the one definition of the data settings
+from stlib.config import DataConfig  # the one definition of the data settings
 from stlib.registry import Registry
 
 __all__ = [

@@ -1,5 +1,6 @@
 """Meta-transformer ablation switches (STEP's "component test"): random attention and the
-patch-embedding variants, plus the rules saying which switch fits which host model.
+patch-embedding variants. Which switch fits which host model is the models' business
+(:mod:`stlib.models.ablation`); a layer knows nothing of the models above it.
 
 Attention (registered in :data:`stlib.layers.attention.ATTENTIONS`, selected with ``attn=``):
 
@@ -31,7 +32,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from ..registry import Registry, UnknownNameError
+from ..registry import Registry
 from .attention import ATTENTIONS, SSA
 from .multistep import ConvBN, seq_to_batch
 from .semm import EMSA
@@ -193,89 +194,3 @@ def build_embedding(name: str, *, host: str, native: type[nn.Module], img_size: 
     :class:`~stlib.registry.UnknownNameError` listing the valid ones) for ``host``."""
     return EMBEDDINGS.get(name)(img_size=img_size, in_chans=in_chans, embed_dim=embed_dim,
                                 pool_stages=pool_stages, neuron=neuron, native=native, host=host)
-
-
-# ---- which switch fits which host (the notebook's labels -> model kwargs) -------------------
-
-#: Notebook attention labels per host: label -> the ``attn`` value (None: leave the model's
-#: default). Host names map to themselves, so a sweep naming them predicts the run folder.
-HOST_ATTENTIONS: dict[str, dict[str, str | None]] = {
-    "spikformer": {"native": None, "ssa": "ssa", "random_attn": "random_ssa",
-                   "random_ssa": "random_ssa", "sdsa_3": "sdsa_3"},
-    "sdt": {"native": None, "sdsa": "sdsa", "random_attn": "random_sdsa",
-            "random_sdsa": "random_sdsa", "sdsa_3": "sdsa_3"},
-    # sdsa_3 on SEMM: RepConv attention (no experts) in front of the expert MLP
-    "spikformer_semm": {"native": None, "emsa": "emsa", "random_attn": "random_emsa",
-                        "random_emsa": "random_emsa", "sdsa_3": "sdsa_3"},
-    # the ANN ViT (stlib.models.vit): softmax attention, random_softmax = frozen Q/K
-    "vit": {"native": None, "softmax": "softmax", "random_attn": "random_softmax",
-            "random_softmax": "random_softmax"},
-}
-#: Notebook embedding labels every switchable host takes (None: leave the model's default).
-EMBEDDING_LABELS: dict[str, str | None] = {
-    "native": None, "sps": "sps", "sps_2conv": "sps_2conv", "conv2_embed": "conv2_embed",
-    "sps_1conv": "sps_1conv", "vit_embed": "vit_embed"}
-#: Switches that only exist for spiking hosts (refused on the ANN ViT with that reason).
-SPIKING_ONLY = {"sdsa_3", "ssa", "sdsa", "random_ssa", "random_sdsa", "emsa",
-                "random_emsa"}
-
-
-def model_host(model: str) -> str:
-    """``"spikformer"``, ``"sdt"``, ``"spikformer_semm"`` or ``"vit"`` for a registered model
-    name (exact classes: another subclass of these does not take the switches); another model
-    is an error naming the models that do."""
-    from ..models._registry import list_models, model_class
-    from ..models.sdt import SpikeDrivenTransformer
-    from ..models.spikformer import Spikformer
-    from ..models.spikformer_semm import SpikformerSEMM
-    from ..models.vit import ViT
-
-    hosts = {Spikformer: "spikformer", SpikeDrivenTransformer: "sdt",
-             SpikformerSEMM: "spikformer_semm", ViT: "vit"}
-    if model not in list_models():
-        raise UnknownNameError("model", model, list_models())
-    cls = model_class(model)
-    if cls not in hosts:
-        valid = [m for m in list_models() if model_class(m) in hosts]
-        raise ValueError(f"model {model!r} ({cls.__name__}) has no meta-transformer switches; "
-                         f"models with them: {', '.join(valid)}")
-    return hosts[cls]
-
-
-def ablation_kwargs(model: str, attention: str = "native",
-                    embedding: str = "native") -> dict[str, str]:
-    """Model kwargs for an ablation point, e.g. ``("sdt_2_512", "random_attn", "vit_embed")``
-    -> ``{"attn": "random_sdsa", "embed": "vit_embed"}``. ``"native"`` or ``""`` adds nothing
-    (the model's default); a host's own names (``"ssa"``, ``"sps"``...) are passed as given.
-
-    Refuses, with the valid choices named, an attention the host does not have (Spikformer+SEMM:
-    native / emsa / random_attn / random_emsa / sdsa_3; ViT: native / softmax / random_attn /
-    random_softmax, never a spiking attention) and an embedding it cannot take.
-    """
-    host = model_host(model)
-    attention, embedding = attention or "native", embedding or "native"
-    if host == "vit" and attention in SPIKING_ONLY:
-        raise ValueError(f"attention {attention!r} is a spiking attention; the ANN ViT "
-                         f"({model!r}) keeps its softmax attention (attention='native', "
-                         f"'softmax', or 'random_attn' for random frozen Q/K)")
-    attentions = HOST_ATTENTIONS[host]
-    if attention not in attentions:
-        raise UnknownNameError(f"attention for {host} model {model!r}", attention, attentions)
-    if embedding not in EMBEDDING_LABELS:
-        raise UnknownNameError(f"embedding for {host} model {model!r}", embedding,
-                               EMBEDDING_LABELS)
-    kwargs = {"attn": attentions[attention], "embed": EMBEDDING_LABELS[embedding]}
-    return {k: v for k, v in kwargs.items() if v is not None}
-
-
-def component_labels(model_kwargs: dict[str, Any]) -> tuple[str, str]:
-    """The results-table labels ``(attention, embedding)`` of a run from its
-    ``config.model.kwargs``: ``native`` where unset, ``random_attn`` for ``random_ssa`` /
-    ``random_sdsa`` / ``random_emsa`` / ``random_softmax``, any other name as given (so
-    ``vit_embed`` and ``sps_1conv`` stay apart, as in STEP's table)."""
-    attn = model_kwargs.get("attn") or "native"
-    embed = model_kwargs.get("embed") or "native"
-    attn = {"random_ssa": "random_attn", "random_sdsa": "random_attn",
-            "random_emsa": "random_attn", "random_softmax": "random_attn", "ssa": "native",
-            "sdsa": "native", "emsa": "native", "softmax": "native"}.get(attn, attn)
-    return attn, "native" if embed == "sps" else embed

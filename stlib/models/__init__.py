@@ -6,8 +6,9 @@ being added (one file per architecture, factories decorated with ``@register_mod
 import importlib
 import pkgutil
 
-from ._registry import MODELS, create_model, list_models, model_arguments, register_model
-from .official_weights import CheckpointError, load_official, published_checkpoint
+from ._registry import (MODELS, create_model, list_models, model_arguments, published_checkpoint,
+                        register_model)
+from .official_weights import CheckpointError, load_official
 
 for _module in sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")):
     importlib.import_module(f"{__name__}.{_module}")

@@ -8,6 +8,7 @@ from typing import Any, Callable
 from torch import nn
 
 from ..registry import Registry, UnknownNameError
+from .official_weights import PUBLISHED_CHECKPOINTS, PublishedCheckpoint, load_official
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 
@@ -61,7 +62,11 @@ def create_model(name: str, *, neuron: Any = None, pretrained: Any = None,
         raise UnknownNameError(f"argument of model {name!r}", unknown[0], valid)
     model = fn(**overrides)
     if pretrained is not None:
-        from .official_weights import load_official
-
         load_official(model, pretrained)
     return model
+
+
+def published_checkpoint(name: str) -> PublishedCheckpoint | None:
+    """The released checkpoint recorded for registered model ``name`` (None if there is
+    none): its URL, the dataset and the top-1 its authors report."""
+    return PUBLISHED_CHECKPOINTS.get(MODELS.canonical(name))

@@ -252,11 +252,3 @@ def _grouped(keys: list[str], limit: int = 8) -> str:
              for module, leaves in groups.items()]
     return ", ".join(parts[:limit]) + (f", ... ({len(parts) - limit} more modules)"
                                        if len(parts) > limit else "")
-
-
-def published_checkpoint(name: str) -> PublishedCheckpoint | None:
-    """The released checkpoint recorded for registered model ``name`` (None if there is
-    none): its URL, the dataset and the top-1 its authors report."""
-    from ._registry import MODELS
-
-    return PUBLISHED_CHECKPOINTS.get(MODELS.canonical(name))

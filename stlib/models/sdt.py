@@ -30,7 +30,6 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from torch import nn
 
 from ..layers.spike_driven import MSSPS, PreActMLP, SpikingTokenHead
 from ._registry import register_model
@@ -77,6 +76,8 @@ class SpikeDrivenTransformer(TokenTransformer):
     Official checkpoints (SDT and STAtten) load by :data:`SDT_LAYOUT`; the unused
     ``talking_heads`` convs are skipped.
     """
+
+    ablation_host = "sdt"  # takes the switches of stlib.models.ablation
 
     official_layout = SDT_LAYOUT
 

@@ -35,7 +35,7 @@ from ..layers.input_check import to_time_major
 from ..layers.sequence import SequenceEmbed, sequence_time_major
 from ..registry import UnknownNameError
 from ._registry import register_model
-from .official_weights import OfficialLayout, PublishedCheckpoint
+from .official_weights import OfficialLayout
 
 NeuronFactory = Callable[..., nn.Module]
 
@@ -213,6 +213,8 @@ class Spikformer(TokenTransformer):
     :data:`SPIKFORMER_LAYOUT`; the unused LayerNorms (``block.i.norm1/norm2``, DVS ``norm``)
     and the DVS ``pos_embed`` are skipped.
     """
+
+    ablation_host = "spikformer"  # takes the switches of stlib.models.ablation
 
     official_layout = SPIKFORMER_LAYOUT
 

@@ -55,6 +55,8 @@ class SpikformerSEMM(Spikformer):
     sequential images (``img_size`` = the sequence length, ``x [B, C, L]``).
     """
 
+    ablation_host = "spikformer_semm"  # takes the switches of stlib.models.ablation
+
     def __init__(self, *, img_size: int = 32, in_chans: int = 3, num_classes: int = 10,
                  embed_dim: int = 384, depth: int = 4, num_heads: int = 12,
                  mlp_ratio: float = 4.0, T: int = 4,

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from torch import nn
 
 from ..layers.grid import fit_pools
 from ..layers import MeanTokenHead

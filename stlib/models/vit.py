@@ -79,6 +79,8 @@ class ViT(nn.Module):
     with ``per_step_logits=True``).
     """
 
+    ablation_host = "vit"  # takes the switches of stlib.models.ablation
+
     def __init__(self, *, img_size: int = 32, in_chans: int = 3, num_classes: int = 10,
                  embed_dim: int = 384, depth: int = 4, num_heads: int = 12, mlp_ratio: float = 4.0,
                  T: int = 4, pool_stages: Sequence[bool] = (False, False, True, True),

@@ -23,6 +23,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
+from stlib.neurons import kernels
 from stlib.neurons.surrogate import create_surrogate
 
 __all__ = ["BaseNeuron", "LIF", "IFHard", "IFSoft", "PLIF", "CLIF", "GLIF", "KLIF"]
@@ -49,10 +50,14 @@ class BaseNeuron(nn.Module):
     Subclasses override ``charge`` (and ``init_state`` / ``reset`` when they carry more state).
     ``requires_T`` says whether the constructor needs the number of time steps (GLIF).
     ``default_surrogate`` is the registry name used when ``surrogate=None``.
+    ``kernel_kind`` names the fused kernel family that re-implements a class's dynamics
+    (``stlib.neurons.kernels``); it is read off the exact class only, so a subclass that may
+    override a step runs this reference loop unless it declares a kind itself.
     """
 
     requires_T: ClassVar[bool] = False
     default_surrogate: ClassVar[str] = "sigmoid"
+    kernel_kind: ClassVar[str | None] = None
     _backend: str = "auto"
 
     def __init__(self, *, v_threshold: float, v_reset: float | None, detach_reset: bool,
@@ -114,8 +119,6 @@ class BaseNeuron(nn.Module):
     def forward(self, x_seq: Tensor) -> Tensor:
         """``x_seq [T, ...] -> spikes [T, ...]`` (same dtype, values 0/1)."""
         self.check_input(x_seq)
-        from stlib.neurons import kernels  # lazy: the kernels package imports this module
-
         fused = kernels.select(self, x_seq)
         if fused is not None:  # same contract, one fused call (bit-equal spikes)
             return fused(self, x_seq)
@@ -162,6 +165,8 @@ class LIF(BaseNeuron):
     transformer papers use ``detach_reset=True``. ``tau`` must be > 1.
     """
 
+    kernel_kind = "lif"
+
     def __init__(self, tau: float = 2.0, decay_input: bool = True, v_threshold: float = 1.0,
                  v_reset: float | None = 0.0, *, surrogate: str | nn.Module | None = None,
                  alpha: float | None = None, detach_reset: bool = False, store_v_seq: bool = False):
@@ -189,6 +194,8 @@ class IFHard(BaseNeuron):
     Sigmoid(alpha=4). ``v_reset`` must be a float here; use :class:`IFSoft` for a soft reset.
     """
 
+    kernel_kind = "if"
+
     def __init__(self, v_threshold: float = 1.0, v_reset: float = 0.0, *,
                  surrogate: str | nn.Module | None = None, alpha: float | None = None,
                  detach_reset: bool = False, store_v_seq: bool = False):
@@ -208,6 +215,8 @@ class IFSoft(BaseNeuron):
     ``S_t = 1[H_t >= v_threshold]``; ``V_t = H_t - v_threshold S_t``. Default surrogate
     Sigmoid(alpha=4). ``v_reset`` is always ``None``.
     """
+
+    kernel_kind = "if"
 
     def __init__(self, v_threshold: float = 1.0, *, surrogate: str | nn.Module | None = None,
                  alpha: float | None = None, detach_reset: bool = False, store_v_seq: bool = False):
@@ -232,6 +241,8 @@ class PLIF(BaseNeuron):
     * fire and reset as :class:`LIF`. Default surrogate Sigmoid(alpha=4) (the paper's nets
       used ATan(2); pass ``surrogate="atan"``).
     """
+
+    kernel_kind = "plif"
 
     def __init__(self, init_tau: float = 2.0, decay_input: bool = True, v_threshold: float = 1.0,
                  v_reset: float | None = 0.0, *, surrogate: str | nn.Module | None = None,
@@ -280,6 +291,8 @@ class CLIF(BaseNeuron):
     default; ``detach_reset=True`` detaches S_t in step 5 only (step 4 keeps its gradient).
     ``self.m`` holds the last M after a forward; ``store_v_seq`` also fills ``self.m_seq``.
     """
+
+    kernel_kind = "clif"
 
     default_surrogate = "rectangle"
 
@@ -368,6 +381,8 @@ class GLIF(BaseNeuron):
     Default surrogate Rectangle(alpha=1), the repo's box ``1[|u| < 0.5]`` (spikingjelly 2.0
     defaults to Sigmoid(4)).
     """
+
+    kernel_kind = "glif"
 
     requires_T = True
     default_surrogate = "rectangle"
@@ -488,6 +503,8 @@ class KLIF(BaseNeuron):
     ``v_seq`` holds F_t, the pre-reset potential compared with the threshold (not H_t).
     Default surrogate Sigmoid(alpha=4).
     """
+
+    kernel_kind = "klif"
 
     def __init__(self, tau: float = 2.0, decay_input: bool = True, v_threshold: float = 1.0,
                  v_reset: float | None = 0.0, scale_reset: bool = False, *,

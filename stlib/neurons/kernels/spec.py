@@ -1,9 +1,11 @@
 """What a fused implementation needs to know about a neuron: :class:`Spec`, from :func:`describe`.
 
 A fused kernel never calls the neuron's ``charge``/``fire``/``reset``; it re-implements the
-dynamics of ``stlib/neurons/reference.py`` for the exact classes listed in :data:`KINDS`. So a
-subclass (which may override a step) or a surrogate module other than the four built-ins in
-spiking mode is *unsupported*, and :func:`unsupported_reason` says why in words.
+dynamics of ``stlib/neurons/reference.py`` for the classes that declare a ``kernel_kind`` (one
+of :data:`KINDS`) in their own body. So a subclass (which may override a step) or a surrogate
+module other than the four built-ins in spiking mode is *unsupported*, and
+:func:`unsupported_reason` says why in words. This module reads the declaration and never
+imports the neuron classes: the reference imports the kernels, not the other way round.
 """
 from __future__ import annotations
 
@@ -12,13 +14,14 @@ from dataclasses import dataclass
 
 import torch
 
-from stlib.neurons.reference import CLIF, GLIF, KLIF, LIF, PLIF, BaseNeuron, IFHard, IFSoft
+from torch import nn
+
 from stlib.neurons.surrogate import ATan, Rectangle, Sigmoid, Triangle
 
-__all__ = ["Spec", "describe", "unsupported_reason", "KINDS", "SURROGATE_IDS"]
+__all__ = ["Spec", "describe", "kernel_kind", "unsupported_reason", "KINDS", "SURROGATE_IDS"]
 
-# exact class -> kernel family
-KINDS = {LIF: "lif", IFHard: "if", IFSoft: "if", PLIF: "plif", KLIF: "klif", CLIF: "clif", GLIF: "glif"}
+#: the kernel families (a neuron class names its own in ``kernel_kind``)
+KINDS = ("lif", "if", "plif", "klif", "clif", "glif")
 # exact surrogate class -> the integer the kernels branch on (a compile-time constant)
 SURROGATE_IDS = {Sigmoid: 0, ATan: 1, Rectangle: 2, Triangle: 3}
 HALF_DTYPES = (torch.float16, torch.bfloat16)
@@ -51,10 +54,15 @@ class Spec:
         return self.alpha, 0.5 / self.alpha, math.pi / 2.0 * self.alpha
 
 
-def unsupported_reason(neuron: BaseNeuron) -> str | None:
+def kernel_kind(neuron: nn.Module) -> str | None:
+    """The kernel family the neuron's exact class declares (None: inherited or absent)."""
+    kind = vars(type(neuron)).get("kernel_kind")
+    return kind if kind in KINDS else None
+
+
+def unsupported_reason(neuron: nn.Module) -> str | None:
     """``None`` if a fused implementation can run ``neuron``; otherwise why not, in words."""
-    kind = KINDS.get(type(neuron))
-    if kind is None:
+    if kernel_kind(neuron) is None:
         return f"neuron type {type(neuron).__name__} has no fused kernel (fused: LIF, IF, IFSoft, PLIF, KLIF, CLIF, GLIF)"
     surrogate = neuron.surrogate
     if type(surrogate) not in SURROGATE_IDS:
@@ -65,9 +73,9 @@ def unsupported_reason(neuron: BaseNeuron) -> str | None:
     return None
 
 
-def describe(neuron: BaseNeuron) -> Spec:
+def describe(neuron: nn.Module) -> Spec:
     """The :class:`Spec` of a supported ``neuron`` (call :func:`unsupported_reason` first)."""
-    kind = KINDS[type(neuron)]
+    kind = kernel_kind(neuron)
     hard = neuron.v_reset is not None
     if kind == "glif":  # its threshold and leak are learnable tensors, passed apart
         return Spec(kind=kind, hard=False, v_reset=0.0, v_threshold=0.0, tau=None, decay_input=False,
