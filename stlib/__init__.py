@@ -8,12 +8,28 @@ Everything a notebook calls::
 """
 from .analysis.plots import learning_curves
 from .encoders import ENCODERS, InputEncoder, create_encoder, encode
-from .evaluation import evaluate_checkpoint
+from .errors import show_in_one_line
 from .models import CheckpointError, create_model, list_models, load_official
 from .neurons import NEURONS, SURROGATES, create_neuron, neuron_factory
 from .params import Config, ConfigError, from_notebook, load_params, params_for
+from .record import RunRecord
 from .registry import UnknownNameError
-from .train import RunRecord, fit
+
+show_in_one_line()  # in a notebook kernel: a bad setting or a missing dataset is one line
+
+
+def __getattr__(name: str):
+    # the training loop and checkpoint evaluation load on first use, so that
+    # ``python -m stlib.train`` does not find stlib.train imported already (a RuntimeWarning)
+    if name == "fit":
+        from .train import fit
+
+        return fit
+    if name == "evaluate_checkpoint":
+        from .evaluation import evaluate_checkpoint
+
+        return evaluate_checkpoint
+    raise AttributeError(f"module 'stlib' has no attribute {name!r}")
 
 __all__ = [
     "CheckpointError", "Config", "ConfigError", "ENCODERS", "InputEncoder", "NEURONS",

@@ -101,6 +101,20 @@ def build_optimization(config: Config, model: nn.Module, num_classes: int):
     return optimizer, scheduler, num_epochs, mixup, train_loss
 
 
+#: model kwargs that are ablation switches, recorded in their own summary columns
+SWITCH_KWARGS = ("attn", "embed", "attn_kwargs")
+
+
+def model_label(config: Config) -> str:
+    """The registered model name, plus the architecture settings a run changed
+    (``spikformer_4_384 [depth=1, embed_dim=64, num_heads=4]`` on the quick preset), so a
+    results table never shows a shrunken model under the published model's name."""
+    changed = {k: v for k, v in sorted(config.model.kwargs.items()) if k not in SWITCH_KWARGS}
+    if not changed:
+        return config.model.name
+    return f"{config.model.name} [{', '.join(f'{k}={v}' for k, v in changed.items())}]"
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -24,6 +24,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -45,6 +46,23 @@ class ConfigError(ValueError):
     """A params file, preset or override that cannot be turned into a valid Config."""
 
 
+def project_home() -> Path:
+    """The folder that relative ``outputs/`` and ``data/`` paths resolve against, whatever the
+    working directory (JupyterLab runs a notebook's kernel in ``notebooks/``): ``$STLIB_HOME``
+    when set, else the repository this package is installed from (the folder with ``params/``),
+    else the working directory."""
+    env = os.environ.get("STLIB_HOME")
+    if env:
+        return Path(env).expanduser().resolve()
+    return PARAMS_DIR.parent if PARAMS_DIR.is_dir() else Path.cwd()
+
+
+def resolve_path(path: str | os.PathLike) -> Path:
+    """``path`` as an absolute path; a relative one resolves against :func:`project_home`."""
+    path = Path(path).expanduser()
+    return (path if path.is_absolute() else project_home() / path).resolve()
+
+
 # --------------------------------------------------------------------------------------------
 # The schema
 # --------------------------------------------------------------------------------------------
@@ -54,13 +72,13 @@ class ConfigError(ValueError):
 class ExperimentConfig:
     study: str = "default"  # runs land in <output_dir>/<study>/<run_id>/
     seed: int = 0
-    output_dir: str = "outputs"
+    output_dir: str = "outputs"  # a relative path resolves against project_home()
 
 
 @dataclass
 class DataConfig:
     name: str = "cifar10"  # see stlib.data.DATASETS
-    root: str = "data"  # relative paths resolve against the current working directory
+    root: str = "data"  # a relative path resolves against project_home()
     download: bool = False
     img_size: int | None = None  # None: the dataset's native size
     batch_size: int = 128
@@ -123,7 +141,8 @@ class TrainConfig:
     accum_steps: int = 1  # gradient accumulation: micro-batches per optimizer step
     sync_bn: bool = False  # SyncBatchNorm under DDP (CUDA only)
     deterministic: bool = False  # deterministic kernels (slower; see README "Long runs")
-    progress: bool = True  # tqdm bars
+    progress: bool = True  # tqdm bars (loss, accuracy and lr in the bar)
+    tensorboard: bool = True  # also log each epoch's curves to <run_dir>/tensorboard
     eval_batches: int | None = None  # limit validation batches (None: all)
     firing_batches: int = 2  # validation batches used for the firing-rate summary
 
@@ -137,7 +156,8 @@ SECTIONS: dict[str, type] = {
 }
 #: Keys that do not change results, left out of the config hash.
 UNHASHED = {("experiment", "output_dir"), ("data", "num_workers"), ("data", "root"),
-            ("train", "device"), ("train", "progress"), ("neuron", "backend")}
+            ("train", "device"), ("train", "progress"), ("train", "tensorboard"),
+            ("neuron", "backend")}
 
 
 @dataclass
@@ -168,7 +188,8 @@ class Config:
 
     @property
     def run_dir(self) -> Path:
-        return Path(self.experiment.output_dir) / self.experiment.study / self.run_id
+        """``<output_dir>/<study>/<run_id>``, absolute (see :func:`project_home`)."""
+        return resolve_path(self.experiment.output_dir) / self.experiment.study / self.run_id
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))

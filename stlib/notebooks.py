@@ -56,11 +56,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
     args = parser.parse_args(argv)
     parameters = {name: yaml.safe_load(value) for name, value in args.p}
+    from papermill import PapermillExecutionError
+
     try:
         run_notebook(args.notebook, args.output, **parameters)
     except UnknownNameError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except PapermillExecutionError as err:  # the failing cell's error, in one line
+        print(f"error in {args.output}, cell {err.exec_count}: {err.ename}: "
+              f"{' '.join(err.evalue.split())}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -16,6 +16,7 @@ from .config import (DEFAULT_PARAMS, PARAMS_DIR, PRESETS_DIR, SECTIONS, Config, 
                      DataConfig, ExperimentConfig, ModelConfig, NeuronConfig, TrainConfig,
                      _deep_merge, _read_with_bases, _unknown_key, list_presets, load_config,
                      parse_overrides, resolve_params_path)
+from .build import resolve_device
 from .config import build_config as _build_config
 from .data import DATASETS
 from .encoders import ENCODERS
@@ -77,13 +78,17 @@ NOTEBOOK_PARAMETERS = {
 
 
 def from_notebook(params_file: str | None = DEFAULT_PARAMS, preset: str | None = None,
-                  overrides: Iterable[str] | Mapping[str, Any] | None = None,
-                  **parameters: Any) -> Config:
+                  overrides: Iterable[str] | Mapping[str, Any] | None = None, *,
+                  confirm_full_run: bool = False, **parameters: Any) -> Config:
     """Build a Config from a notebook's ``parameters`` cell.
 
     ``parameters`` use the notebook's plain names (``neuron="PLIF"``, ``epochs=5``; see
     :data:`NOTEBOOK_PARAMETERS`); None or "" means "keep what the params file says".
     ``overrides`` are extra dotted ``key=value`` strings, applied last.
+
+    "Run All" on a study notebook must not start a 400-epoch recipe on a laptop by accident:
+    without a preset and without ``epochs``, a recipe that would train on the CPU is refused
+    (a :class:`ConfigError` saying how to go on) unless ``confirm_full_run`` is True.
     """
     dotted: dict[str, Any] = {}
     for name, value in parameters.items():
@@ -94,7 +99,23 @@ def from_notebook(params_file: str | None = DEFAULT_PARAMS, preset: str | None =
     extra = parse_overrides(overrides)
     merged = _deep_merge(parse_overrides(dotted), extra)
     flat = {f"{s}.{k}": v for s, keys in merged.items() for k, v in keys.items()}
-    return load_params(params_file or DEFAULT_PARAMS, preset=preset or None, overrides=flat)
+    config = load_params(params_file or DEFAULT_PARAMS, preset=preset or None, overrides=flat)
+    chose_length = parameters.get("epochs") not in (None, "")
+    if not (preset or chose_length or confirm_full_run) and _trains_on_cpu(config):
+        total = config.train.epochs + config.train.cooldown_epochs
+        raise ConfigError(
+            f"{params_file or DEFAULT_PARAMS} is a full recipe ({total} epochs of "
+            f"{config.data.name}) and this machine would train it on the CPU: set preset = "
+            f"\"quick\" for a one-minute run on digits, set epochs, or set confirm_full_run = "
+            f"True to train the full recipe anyway")
+    return config
+
+
+def _trains_on_cpu(config: Config) -> bool:
+    try:
+        return resolve_device(config.train.device).type == "cpu"
+    except ConfigError:  # a device that is not there: fit says so when it starts
+        return False
 
 
 def params_for(model: str, dataset: str) -> str:

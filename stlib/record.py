@@ -3,13 +3,14 @@
     config.yaml          the resolved config
     metrics.csv          one row per epoch: epoch, lr, train_loss, train_acc1, val_loss,
                          val_acc1, val_acc5, seconds
-    summary.json         model, dataset, neuron, encoding, T, params, epochs_done, best_acc1,
-                         final_acc1, mean_firing_rate, energy_mj, seconds, device, threads,
-                         config_hash, status, ...
+    summary.json         model, model_label, dataset, neuron, encoding, T, params, epochs_done,
+                         best_acc1, final_acc1, mean_firing_rate, energy_mj, seconds, device,
+                         threads, config_hash, status, ...
     firing.csv           firing rate per neuron layer (overall and per time step) on
                          validation batches
     checkpoints/last.pt  written atomically every epoch; a rerun resumes from it
     checkpoints/best.pt  the best validation top-1 so far
+    tensorboard/         the same epoch curves for TensorBoard (``train.tensorboard``)
 
 Every file is written atomically (:mod:`stlib.atomic`), so an interrupted run never leaves a
 half-written one. Checkpoints load with ``weights_only=True`` and carry the config hash, the
@@ -63,7 +64,7 @@ class RunRecord:
         """The run's result row (a one-row DataFrame) for notebooks."""
         import pandas as pd
 
-        keys = ["model", "neuron", "dataset", "encoding", "T", "params", "epochs_done",
+        keys = ["model_label", "neuron", "dataset", "encoding", "T", "params", "epochs_done",
                 "best_acc1", "final_acc1", "mean_firing_rate", "energy_mj", "seconds", "device"]
         return pd.DataFrame([{k: self.summary.get(k) for k in keys}])
 
@@ -110,7 +111,34 @@ def write_summary(path: Path, summary: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(summary, indent=2))
 
 
+class TensorBoardLog:
+    """The epoch curves of metrics.csv, also as TensorBoard scalars in ``<run_dir>/tensorboard``
+    (``tensorboard --logdir outputs``): ``loss/train``, ``loss/val``, ``acc1/train``,
+    ``acc1/val``, ``acc5/val``, ``lr``, ``seconds``, each at step = epoch. A resumed run
+    appends a new event file; TensorBoard merges them."""
+
+    def __init__(self, run_dir: Path):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+
+    def epoch(self, row: dict[str, float]) -> None:
+        step = int(row["epoch"])
+        for tag, key in (("loss/train", "train_loss"), ("loss/val", "val_loss"),
+                         ("acc1/train", "train_acc1"), ("acc1/val", "val_acc1"),
+                         ("acc5/val", "val_acc5"), ("lr", "lr"), ("seconds", "seconds")):
+            self.writer.add_scalar(tag, row[key], step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
 # ---- checkpoints -----------------------------------------------------------------------------
+
+
+class ResumeError(RuntimeError):
+    """A checkpoint a run cannot resume from (unreadable, foreign, or another config's)."""
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
@@ -123,12 +151,12 @@ def load_checkpoint(path: Path, config: Config, *, force: bool = False) -> dict[
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated, foreign or corrupt file
-        raise RuntimeError(f"cannot read checkpoint {path}: {err.__class__.__name__}: {err}. "
+        raise ResumeError(f"cannot read checkpoint {path}: {err.__class__.__name__}: {err}. "
                            f"It is left as it is; move it away to start the run afresh.") from None
     if not isinstance(state, dict) or "model" not in state:
-        raise RuntimeError(f"{path} is not an stlib checkpoint (no model state or config hash)")
+        raise ResumeError(f"{path} is not an stlib checkpoint (no model state or config hash)")
     if state.get("config_hash") != config.config_hash and not force:
-        raise RuntimeError(f"checkpoint {path} belongs to config {state.get('config_hash')!r}, "
+        raise ResumeError(f"checkpoint {path} belongs to config {state.get('config_hash')!r}, "
                            f"not to this run's {config.config_hash!r}; refusing to resume from it "
                            f"(pass --force to resume anyway)")
     return state

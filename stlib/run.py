@@ -16,12 +16,12 @@ from torch import nn
 from .analysis.energy import energy_report
 from .analysis.firing import firing_rates_per_step, mean_firing_rate
 from .build import (build_model, build_optimization, count_parameters, device_name, first_neuron,
-                    resolve_device, seed_everything, set_determinism)
+                    model_label, resolve_device, seed_everything, set_determinism)
 from .config import Config
 from .data import DataBundle, build_dataloaders
 from .distributed import Distributed, init_distributed
 from .models.ablation import component_labels
-from .record import (load_checkpoint, read_metrics, rng_state, save_checkpoint, set_rng_state,
+from .record import (TensorBoardLog, load_checkpoint, read_metrics, rng_state, save_checkpoint, set_rng_state,
                      warn_if_machine_changed, write_firing, write_metrics, write_summary)
 
 
@@ -58,6 +58,7 @@ class Run:
     epoch_state: EpochState = field(default_factory=EpochState)
     summary: dict = field(default_factory=dict)
     model: nn.Module | None = None  # ``net``, wrapped in DDP under torchrun (set by ``start``)
+    tensorboard: TensorBoardLog | None = None
 
     @classmethod
     def set_up(cls, config: Config) -> "Run":
@@ -113,9 +114,12 @@ class Run:
         if self.ddp.is_main:
             config.run_dir.mkdir(parents=True, exist_ok=True)
             config.save(config.run_dir / "config.yaml")
+            if config.train.tensorboard:
+                self.tensorboard = TensorBoardLog(config.run_dir)
         neuron = first_neuron(net)
         self.summary = {
             "run_id": config.run_id, "study": config.experiment.study, "model": config.model.name,
+            "model_label": model_label(config),
             "dataset": config.data.name, "neuron": config.neuron.type,
             "surrogate": type(neuron.surrogate).__name__.lower() if neuron is not None else None,
             "encoding": config.model.encoding, "T": config.model.T, "seed": config.experiment.seed,
@@ -154,6 +158,8 @@ class Run:
                 save_checkpoint(state, self.ckpt_dir / "best.pt")
             save_checkpoint(state, self.ckpt_dir / "last.pt")
             write_summary(run_dir / "summary.json", self.summary)
+            if self.tensorboard is not None:
+                self.tensorboard.epoch(row)
 
     def finish(self) -> None:
         """Firing rates and energy on real validation batches (not a dummy image); finished."""
@@ -170,3 +176,5 @@ class Run:
                                 final_acc1=self.rows[-1]["val_acc1"] if self.rows else None,
                                 seconds=round(self.seconds, 2))
         write_summary(run_dir / "summary.json", self.summary)
+        if self.tensorboard is not None:
+            self.tensorboard.close()

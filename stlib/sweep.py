@@ -50,6 +50,7 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from .atomic import atomic_write_text
+from .config import resolve_path
 from .params import NOTEBOOK_PARAMETERS, ConfigError, from_notebook, params_for
 from .registry import UnknownNameError, closest
 
@@ -220,13 +221,9 @@ def predicted_config(sweep: Sweep, params: Mapping[str, Any]):
         params_file = params_for(model, values["dataset"])
         kwargs.pop("dataset")  # the recipe names it; the preset may change it (digits)
     kwargs["study"] = sweep.study
-    return from_notebook(params_file, values.get("preset") or None, **kwargs)
-
-
-def at_repo(path: str | Path) -> Path:
-    """A path as the notebooks see it: they run with the repository root as working directory."""
-    path = Path(path)
-    return path if path.is_absolute() else REPO_ROOT / path
+    # a prediction trains nothing: the notebook itself refuses a full recipe on a CPU
+    return from_notebook(params_file, values.get("preset") or None, confirm_full_run=True,
+                         **kwargs)
 
 
 def _summary_status(run_dir: Path) -> str | None:
@@ -286,7 +283,7 @@ def plan(sweep: Sweep, *, preset: str | None = None, only: Iterable[str] | None 
         if name not in declared:
             error = UnknownNameError(f"parameter of {sweep.notebook}", name, declared)
             raise SweepError(str(error))
-    out_root = at_repo(extra.get("output_dir") or sweep.fixed.get("output_dir")
+    out_root = resolve_path(extra.get("output_dir") or sweep.fixed.get("output_dir")
                        or declared.get("output_dir") or "outputs") / sweep.study
     return out_root, select([(n, {**p, **extra}) for n, p in sweep.points()], only)
 
@@ -294,7 +291,7 @@ def plan(sweep: Sweep, *, preset: str | None = None, only: Iterable[str] | None 
 def point_state(sweep: Sweep, params: Mapping[str, Any]) -> tuple[str, str]:
     """``(state, run_dir or error)`` of one point without running it: finished / to run / error."""
     try:
-        run_dir = at_repo(predicted_config(sweep, params).run_dir)
+        run_dir = resolve_path(predicted_config(sweep, params).run_dir)
     except Exception as err:
         return "error", _short_error(err)
     status = _summary_status(run_dir)
@@ -322,7 +319,7 @@ def run_sweep(sweep: Sweep | str | Path, *, preset: str | None = None,
         row: dict[str, Any] = {"point": name, "status": "running", "error": "", "seconds": "",
                                "run_dir": ""}
         try:
-            run_dir = at_repo(predicted_config(sweep, params).run_dir)
+            run_dir = resolve_path(predicted_config(sweep, params).run_dir)
             row["run_dir"] = str(run_dir)
             if _summary_status(run_dir) == "finished":
                 row.update(status="skipped", error="already finished", seconds=0)

@@ -24,6 +24,7 @@ from torch import nn
 
 from .build import build_model, resolve_device
 from .distributed import Distributed, RunInterrupted, StopSignal, launch_torchrun, under_torchrun
+from .errors import USER_ERRORS, one_line
 from .params import Config, load_params
 from .record import RunRecord, finished_record, save_checkpoint
 from .run import EpochState, Run
@@ -104,7 +105,8 @@ def train_one_epoch(model, loader, optimizer, loss_fn, device, *, scaler, amp: b
     processes would compute on their shares of the same global batch.
     """
     model.train()
-    for images, labels in _progress(loader, progress, desc=f"epoch {epoch}", leave=False):
+    bar = _progress(loader, progress, desc=f"epoch {epoch}", leave=False)
+    for images, labels in bar:
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
         hard_labels = labels
@@ -141,6 +143,10 @@ def train_one_epoch(model, loader, optimizer, loss_fn, device, *, scaler, amp: b
         state.loss_sum += batch_loss * len(images)
         state.seen += len(images)
         state.step += 1
+        if progress:  # the running means of this epoch, and where the schedule is
+            bar.set_postfix(loss=f"{state.loss_sum / state.seen:.4f}",
+                            acc=f"{100.0 * state.correct / state.seen:.2f}",
+                            lr=f"{optimizer.param_groups[0]['lr']:.3g}", refresh=False)
         if stop is not None and on_stop is not None and stop.requested(ddp, device):
             on_stop(state)
     return state
@@ -208,20 +214,27 @@ def main(argv: list[str] | None = None) -> int:
                         help="resume even if the checkpoint comes from a different config")
     parser.add_argument("--gpus", type=int, default=1,
                         help="launch torchrun with this many processes (or call torchrun yourself)")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of a bad setting or a missing dataset, not one line")
     args = parser.parse_args(argv)
+    main_rank = int(os.environ.get("RANK", "0")) == 0
     try:
         config = load_params(args.params, preset=args.preset, overrides=args.overrides)
-    except ValueError as err:  # ConfigError and unknown registry names
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    try:
+        if main_rank:
+            print(f"run directory: {config.run_dir}", file=sys.stderr, flush=True)
         record = fit(config, gpus=args.gpus, resume_from=args.resume, force=args.force)
+    except USER_ERRORS as err:  # a setting, path or file to fix: the message says how
+        if args.debug:
+            raise
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        return 2
     except RunInterrupted as err:
         print(f"interrupted: {err}", file=sys.stderr)
         return 130
-    if int(os.environ.get("RANK", "0")) != 0:
+    if not main_rank:
         return 0
     print(json.dumps(record.summary, indent=2))
+    print(f"run directory: {record.run_dir} ({record.summary.get('status')})", file=sys.stderr)
     return 0
 
 

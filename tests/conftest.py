@@ -57,3 +57,11 @@ def quick_run(quick_run_dir):
     from stlib.analysis.gradcam import load_run
 
     return load_run(quick_run_dir)
+
+
+def pytest_collection_modifyitems(items):
+    """The README commands (about five minutes on one worker) start first, so that under
+    pytest-xdist the other worker runs the rest of the suite meanwhile (pyproject's
+    ``--no-loadscope-reorder`` keeps this order; xdist would otherwise put files with many
+    tests first)."""
+    items.sort(key=lambda item: item.path.name != "test_readme_commands.py")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 
 import stlib
 from stlib.analysis.firing import calibrate_batchnorm
+from stlib.build import TimeFirst
 from stlib.analysis.gradcam import (CAM_METHODS, cam_reshape, find_target_layer, load_images,
                                     load_model, load_run, save_overlays, time_gradcam)
 from stlib.models import create_model, list_models
@@ -22,15 +24,18 @@ CIFAR_SAMPLES = REPO.parent / "shared" / "data" / "cifar_samples"
 TINY = dict(img_size=32, embed_dim=64, depth=1, num_heads=4, T=2, num_classes=3)
 
 
-def tiny_model(name: str):
-    """``name`` at tiny widths on 32x32 images; None for event-input models (2 channels in the
-    class default or in the factory's)."""
+def tiny_model(name: str) -> tuple[torch.nn.Module, torch.Tensor]:
+    """``name`` at tiny widths on 32x32 inputs and 4 inputs for it: images ``[4, C, 32, 32]``,
+    or for an event model (2 input channels) spike frames ``[4, T, 2, 32, 32]`` behind the
+    trainer's time-first stage, as a DVS run's model takes them."""
     default = inspect.signature(model_class(name).__init__).parameters.get("in_chans")
-    if default is not None and default.default not in (1, 3):
-        return None
+    events = default is not None and default.default == 2
     torch.manual_seed(0)
-    net = create_model(name, **TINY)
-    return net if getattr(net, "in_chans", 3) in (1, 3) else None
+    net = create_model(name, **TINY, **({"in_chans": 2} if events else {}))
+    if not events:
+        return net, torch.rand(4, net.in_chans, 32, 32)
+    model = torch.nn.Sequential(OrderedDict(time_first=TimeFirst(), net=net))
+    return model, (torch.rand(4, TINY["T"], 2, 32, 32) > 0.7).float()
 
 
 def test_tokens_fold_time_into_the_batch_on_a_square_grid():
@@ -99,10 +104,7 @@ def test_default_target_layer_is_the_models_own(quick_run):
 
 @pytest.mark.parametrize("name", list_models())
 def test_every_model_gets_maps_through_its_surrogate(name):
-    net = tiny_model(name)
-    if net is None:
-        pytest.skip(f"{name} takes event input")
-    x = torch.rand(4, net.in_chans, 32, 32)
+    net, x = tiny_model(name)
     calibrate_batchnorm(net, [x])  # untrained BatchNorm statistics leave the neurons silent
     result = time_gradcam(net, x[:2], method="gradcam")
     assert result.per_step.shape[1:] == (2, 32, 32)
@@ -127,7 +129,8 @@ def test_overlays_are_written_per_image(quick_run, tmp_path):
 def test_load_model_reads_bare_and_run_checkpoints(tmp_path):
     torch.manual_seed(0)
     kw = ["embed_dim=16", "depth=1", "num_heads=2", "img_size=8", "in_chans=1"]
-    model = load_model("spikformer_4_384", overrides=kw, T=2)
+    with pytest.warns(UserWarning, match="no checkpoint: its weights are random.*flat"):
+        model = load_model("spikformer_4_384", overrides=kw, T=2)
     x = torch.rand(2, 1, 8, 8) * 4
     torch.save(model.net.state_dict(), tmp_path / "bare.pt")
     torch.save({"model": model.state_dict()}, tmp_path / "run.pt")
@@ -150,5 +153,42 @@ def test_images_from_a_folder_and_from_a_run(quick_run):
     images, labels, names = load_images(CIFAR_SAMPLES, max_images=25, in_chans=3)
     assert images.shape == (25, 3, 32, 32) and 0 <= float(images.min()) < float(images.max()) <= 1
     assert names[0] == "cifar100_00_49.png" and labels[0] == 49
+    # a 10-class model sees the CIFAR-10 samples, not CIFAR-100 labels it cannot output
+    _, labels, names = load_images(CIFAR_SAMPLES, max_images=30, in_chans=3, num_classes=10)
+    assert len(names) == 20 and all(n.startswith("cifar10_") for n in names)
+    assert all(0 <= label < 10 for label in labels)
+    _, _, names = load_images(CIFAR_SAMPLES, max_images=30, in_chans=3, num_classes=100)
+    assert len(names) == 20 and all(n.startswith("cifar100_") for n in names)
     grey, _, _ = load_images(CIFAR_SAMPLES, max_images=1, in_chans=1, img_size=16)
     assert grey.shape == (1, 1, 16, 16)
+
+
+def test_a_sample_folder_keeps_only_the_labels_a_model_can_output(tmp_path):
+    from PIL import Image
+
+    for name in ["cifar10_00_3.png", "cifar100_00_49.png", "cifar100_01_7.png", "other_5.png"]:
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / name)
+    _, labels, names = load_images(tmp_path, num_classes=10)
+    assert names == ["cifar10_00_3.png"] and labels == [3]  # the set with 10 classes
+    with pytest.raises(ValueError, match="none with the model's 7 classes"):
+        load_images(tmp_path, num_classes=7)
+    (tmp_path / "cifar10_00_3.png").unlink()
+    (tmp_path / "cifar100_00_49.png").unlink()
+    (tmp_path / "cifar100_01_7.png").unlink()
+    with pytest.warns(UserWarning, match="left out 1 image"):
+        with pytest.raises(ValueError, match="no image .* label below 3"):
+            load_images(tmp_path, num_classes=3)
+
+
+def test_event_frames_get_maps_and_overlays(tmp_path):
+    model, x = tiny_model("spikformer_dvs_2_256")
+    calibrate_batchnorm(model, [x])
+    result = time_gradcam(model, x[:2])
+    assert result.per_step.shape == (TINY["T"], 2, 32, 32) and result.mean.shape == (2, 32, 32)
+    paths = save_overlays(result, x[:2], tmp_path)
+    from PIL import Image
+
+    strip = np.asarray(Image.open(paths[0]))
+    assert strip.shape == (32, 32 * (TINY["T"] + 1), 3)
+    assert strip[..., 0].std() > 0  # ON events drawn in red under the map
+

@@ -302,9 +302,10 @@ def test_cifar100(tmp_path):
 
 
 def test_cifar_missing_root_names_the_path(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("STLIB_HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path.parent)  # not the working directory: the project home
     with pytest.raises(DatasetNotFoundError) as err:
-        build_dataloaders(cfg(name="cifar10", root="data"), seed=0)  # relative: against the cwd
+        build_dataloaders(cfg(name="cifar10", root="data"), seed=0)
     msg = str(err.value)
     assert isinstance(err.value, FileNotFoundError)
     assert str(tmp_path / "data" / "cifar-10-batches-py") in msg
@@ -318,12 +319,16 @@ def test_cifar_partial_folder_names_the_missing_files(tmp_path):
         build_dataloaders(cfg(name="cifar100", root=str(tmp_path)), seed=0)
 
 
-def test_cifar_download_offline(tmp_path, offline):
+def test_cifar_download_offline(tmp_path, offline, capsys):
     with pytest.raises(DatasetNotFoundError) as err:
         build_dataloaders(cfg(name="cifar10", root=str(tmp_path), download=True), seed=0)
     msg = str(err.value)
     assert "download" in msg and "failed" in msg and "offline (test)" in msg
     assert str(tmp_path) in msg
+    # the attempt was announced before it started, with where from and where to
+    announced = capsys.readouterr().err
+    assert f"downloading cifar10 from https://www.cs.toronto.edu/" in announced
+    assert str(tmp_path) in announced
 
 
 # ------------------------------------------------------------------------------- augment

@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("assembly of a run: params with name checks, model/optimizer building",
      ("stlib.params", "stlib.build")),
     ("run services: record, distributed, run state, analysis",
-     ("stlib.record", "stlib.distributed", "stlib.run", "stlib.analysis")),
+     ("stlib.record", "stlib.distributed", "stlib.run", "stlib.errors", "stlib.analysis")),
     ("entry points: training, evaluation, sweeps, notebooks, benchmarks",
      ("stlib.train", "stlib.evaluation", "stlib.sweep", "stlib.notebooks", "stlib.bench")),
     ("the public package", ("stlib",)),

@@ -97,9 +97,20 @@ def test_per_step_logits_for_tet():
 
 @pytest.mark.parametrize("path, name", [("params/sdt/cifar10.yaml", "sdt_2_512"),
                                         ("params/sdt/cifar100.yaml", "sdt_2_512"),
-                                        ("params/sdt/cifar10_if_soft.yaml", "sdt_2_256")])
+                                        ("params/sdt/cifar10_if_soft.yaml", "sdt_2_256"),
+                                        ("params/sdt/imagenet.yaml", "sdt_8_768")])
 def test_params_files_load(path, name):
     check_params_file(path, name)
+
+
+def test_imagenet_recipe_is_the_official_lamb_one():
+    from stlib.build import build_optimization
+    from stlib.params import load_params, params_for
+
+    config = load_params(params_for("sdt_8_768", "imagenet"))
+    optimizer, _, epochs, mixup, _ = build_optimization(config, create_model("sdt_2_512", **TINY), 1000)
+    assert type(optimizer).__name__ == "Lamb" and optimizer.defaults["lr"] == 1e-3
+    assert epochs == 310 and mixup.mixup_alpha == 0.2 and mixup.cutmix_alpha == 1.0
 
 
 # ------------------------------------------------------------------------ DVS mode ("Erode")

@@ -154,3 +154,64 @@ def test_architecture_notebook_evaluates_an_official_checkpoint(tmp_path, monkey
     measured = float(re.search(r"measured ([\d.]+) %", text).group(1))
     assert measured == pytest.approx(record.summary["best_acc1"], abs=0.01)
     assert not (tmp_path / "eval").exists() or not list((tmp_path / "eval").rglob("*.pt"))
+
+
+@pytest.mark.slow
+def test_a_lab_run_from_the_notebooks_folder_lands_in_the_repository_outputs(tmp_path, monkeypatch):
+    """JupyterLab starts a notebook's kernel in notebooks/: its run must still land in the
+    repository's outputs/ (where papermill runs and the results notebook look), not in
+    notebooks/outputs/."""
+    import shutil
+
+    papermill = pytest.importorskip("papermill")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.delenv("STLIB_HOME", raising=False)
+    params = dict(neuron="IFSoft", epochs=1, seed=7_031_925)  # a seed nobody uses
+    config = from_notebook("params/spikformer/cifar10.yaml", "quick", study="neuron_test",
+                           model="spikformer_4_384", device="auto", **params)
+    params["preset"] = "quick"
+    assert config.run_dir.parent.parent == REPO / "outputs"
+    existed = [p for p in (config.run_dir.parent, config.run_dir) if p.exists()]
+    try:
+        papermill.execute_notebook(str(REPO / "notebooks/neuron_test.ipynb"),
+                                   str(tmp_path / "lab.ipynb"), parameters=params,
+                                   kernel_name="python3", cwd=str(REPO / "notebooks"),
+                                   progress_bar=False)
+        summary = json.loads((config.run_dir / "summary.json").read_text())
+        assert summary["status"] == "finished" and summary["epochs_done"] == 1
+        assert not (REPO / "notebooks" / "outputs").exists()
+        assert not (REPO / "notebooks" / "data").exists()
+    finally:  # leave the repository's outputs/ as it was
+        for path in (config.run_dir.parent, config.run_dir):
+            if path not in existed:
+                shutil.rmtree(path, ignore_errors=True)
+                break
+
+
+def _failing_cell(notebook: str, tmp_path, monkeypatch, **parameters):
+    papermill = pytest.importorskip("papermill")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    with pytest.raises(papermill.PapermillExecutionError) as err:
+        papermill.execute_notebook(str(REPO / f"notebooks/{notebook}.ipynb"),
+                                   str(tmp_path / "failed.ipynb"), parameters=parameters,
+                                   kernel_name="python3", cwd=str(REPO), progress_bar=False)
+    return err.value
+
+
+def test_a_bad_setting_ends_a_notebook_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.delenv("STLIB_DEBUG", raising=False)
+    err = _failing_cell("neuron_test", tmp_path, monkeypatch, neuron="LIFF", preset="quick")
+    assert err.ename == "UnknownNameError" and "did you mean 'LIF'" in err.evalue
+    assert len(err.traceback) == 2 and err.traceback[0].startswith("UnknownNameError: unknown")
+    assert "%tb" in err.traceback[1]
+    monkeypatch.setenv("STLIB_DEBUG", "1")  # the whole traceback on request
+    err = _failing_cell("neuron_test", tmp_path, monkeypatch, neuron="LIFF", preset="quick")
+    assert len(err.traceback) > 2
+
+
+def test_run_all_without_a_preset_does_not_start_a_full_recipe_on_the_cpu(tmp_path, monkeypatch):
+    err = _failing_cell("neuron_test", tmp_path, monkeypatch, device="cpu",
+                        output_dir=str(tmp_path / "outputs"))
+    assert err.ename == "ConfigError" and "410 epochs of cifar10" in err.evalue
+    assert "preset" in err.evalue and "confirm_full_run = True" in err.evalue
+    assert not (tmp_path / "outputs").exists()

@@ -142,3 +142,26 @@ def test_from_notebook_maps_plain_parameters_and_ignores_empty_ones():
 def test_params_file_found_from_another_working_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # papermill may run a notebook from anywhere
     assert load_params("params/spikformer/cifar10.yaml").model.name == "spikformer_4_384"
+
+
+def test_from_notebook_refuses_a_full_recipe_on_the_cpu_unless_asked(tmp_path):
+    full = dict(device="cpu", output_dir=str(tmp_path))
+    with pytest.raises(ConfigError, match=r"full recipe \(410 epochs of cifar10\).*CPU"):
+        from_notebook("params/spikformer/cifar10.yaml", "", **full)
+    # each of these is an explicit choice, so it goes through
+    assert from_notebook("params/spikformer/cifar10.yaml", "", confirm_full_run=True,
+                         **full).train.epochs == 400
+    assert from_notebook("params/spikformer/cifar10.yaml", "", epochs=2, **full).train.epochs == 2
+    assert from_notebook("params/spikformer/cifar10.yaml", "quick", **full).data.name == "digits"
+
+
+def test_relative_outputs_and_data_resolve_against_the_project_home(tmp_path, monkeypatch):
+    from stlib.config import project_home
+
+    monkeypatch.delenv("STLIB_HOME", raising=False)
+    monkeypatch.chdir(tmp_path)  # the working directory does not matter
+    assert project_home() == REPO
+    config = load_params("params/spikformer/cifar10.yaml")
+    assert config.run_dir.parent.parent == REPO / "outputs"
+    monkeypatch.setenv("STLIB_HOME", str(tmp_path / "home"))
+    assert config.run_dir.parent.parent == tmp_path / "home" / "outputs"

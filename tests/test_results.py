@@ -102,7 +102,15 @@ def test_figures_draw_bars_and_curves(outputs):
     matplotlib.use("Agg")
     runs = results.collect(outputs)
     fig = results.accuracy_plot(runs, x="neuron", hue="model", study="neuron_test")
-    assert len(fig.axes[0].patches) >= 2
+    cifar, digits = fig.axes[:2]  # one panel per dataset: never averaged together
+    assert (cifar.get_title(), digits.get_title()) == ("cifar10", "digits")
+    bars = [[p for p in ax.patches if p.get_height() > 0] for ax in (cifar, digits)]
+    assert [len(b) for b in bars] == [1, 1]  # PLIF on cifar10, LIF on digits; KLIF is running
+    # PLIF: mean of seeds 95 and 96, its value on the bar, an error bar over the seeds
+    assert [t.get_text() for t in cifar.texts] == ["95.50"]
+    assert cifar.lines, "no error bar"
+    low, high = cifar.get_ylim()
+    assert 90.0 < low < 95.0 and high > 96.0  # zoomed: a 1-point gap stays visible
     fig = results.learning_curves_plot(runs, study="neuron_test")
     assert len(fig.axes[0].lines) >= 3
     assert len(results.learning_curves_frame(runs, "neuron_test")) == 4 * 3
@@ -119,3 +127,17 @@ def test_surrogate_table_keys_on_surrogate_and_alpha(tmp_path):
     assert cell.ours == 95.5 and cell.published == 95.92  # STEP's "QGate alpha 4"
     assert cell["diff"] == pytest.approx(-0.42)
     assert table.n.sum() == 2
+
+
+def test_a_quick_run_never_fills_the_published_models_row(tmp_path):
+    root = tmp_path / "outputs"
+    run = fake_run(root, "architecture_reproduction", "spikformer_4_384", best=97.0)
+    summary = json.loads((run / "summary.json").read_text())
+    summary["model_label"] = "spikformer_4_384 [depth=1, embed_dim=64, num_heads=4]"
+    (run / "summary.json").write_text(json.dumps(summary))
+    table = results.make_table(results.collect(root), "cifar")
+    published = table[table.model == "spikformer_4_384"]
+    assert published.n.sum() == 0 and published.published.tolist() == [95.12, 77.37]
+    [quick] = table[table.model.str.contains("depth=1")].itertuples()
+    assert quick.ours == 97.0 and math.isnan(quick.published)
+

@@ -35,6 +35,9 @@ def test_fit_writes_the_run_record(tmp_path):
     assert SUMMARY_KEYS <= set(summary)
     assert summary["status"] == "finished" and summary["epochs_done"] == 3
     assert summary["neuron"] == "LIF" and summary["dataset"] == "digits" and summary["T"] == 2
+    # the quick preset shrinks the model: its label says so, its name stays the registered one
+    assert summary["model"] == "spikformer_4_384"
+    assert summary["model_label"] == "spikformer_4_384 [depth=1, embed_dim=32, num_heads=4]"
     assert summary["params"] == sum(p.numel() for p in
                                     train_mod.build_model(config, _bundle(config)).parameters())
     assert 0.0 < summary["mean_firing_rate"] < 1.0
@@ -125,6 +128,19 @@ def test_resuming_with_another_thread_count_warns_in_one_line(tmp_path, monkeypa
     assert record.summary["threads"] == 2 and record.finished
 
 
+def test_progress_bar_shows_loss_accuracy_and_lr_and_tensorboard_gets_the_curves(tmp_path, capsys):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    record = fit(tiny_config(tmp_path, "train.epochs=2", "train.progress=true"))
+    bar = capsys.readouterr().err
+    assert "epoch 1" in bar and "loss=" in bar and "acc=" in bar and "lr=" in bar
+    events = EventAccumulator(str(record.run_dir / "tensorboard"))
+    events.Reload()
+    assert {"loss/train", "loss/val", "acc1/val", "lr"} <= set(events.Tags()["scalars"])
+    logged = [(e.step, e.value) for e in events.Scalars("acc1/val")]
+    assert logged == [(r["epoch"], pytest.approx(r["val_acc1"], abs=1e-3)) for r in record.metrics]
+
+
 def test_atomic_write_leaves_the_old_file_on_failure(tmp_path):
     target = tmp_path / "f.bin"
     target.write_bytes(b"old")
@@ -164,6 +180,21 @@ def test_command_line_trains_and_rejects_bad_keys(tmp_path, capsys):
     assert summary["neuron"] == "IFSoft" and summary["epochs_done"] == 1
     assert main(["params/spikformer/cifar10.yaml", "--set", "train.epohcs=1"]) == 2
     assert "did you mean 'train.epochs'" in capsys.readouterr().err
+
+
+def test_cli_ends_a_missing_dataset_in_one_line_and_names_the_run_directory(tmp_path, capsys):
+    args = ["params/spikformer/cifar10.yaml", "--set", f"experiment.output_dir={tmp_path}",
+            "--set", f"data.root={tmp_path / 'nowhere'}", "--set", "train.device=cpu",
+            "--set", "data.download=false"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith(f"run directory: {tmp_path}")
+    assert len(err) == 2 and err[1].startswith("error: DatasetNotFoundError: cifar10 not found")
+    assert "Traceback" not in "".join(err)
+    from stlib.data import DatasetNotFoundError
+
+    with pytest.raises(DatasetNotFoundError):  # --debug: the exception itself
+        main([*args, "--debug"])
 
 
 def test_unknown_names_fail_when_the_config_loads(tmp_path):
@@ -226,3 +257,23 @@ def test_pixel_sequences_train_through_fit(tmp_path, shared_data, monkeypatch):
         fit(load_params("params/spikformer/psmnist.yaml", preset="quick", overrides=[
             f"experiment.output_dir={tmp_path / 'b'}", f"data.root={shared_data / 'mnist'}",
             "data.name=psmnist", "train.mixup=0.5", "train.epochs=1"]))
+
+
+def test_the_cli_runs_without_a_runtime_warning_and_names_its_run_directory(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-W", "error::RuntimeWarning", "-m", "stlib.train",
+               "params/spikformer/cifar10.yaml", "--preset", "quick",
+               "--set", f"experiment.output_dir={tmp_path}", "--set", "train.epochs=1",
+               "--set", "train.progress=false", "--set", "model.T=1",
+               "--set", "model.kwargs.embed_dim=16"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "RuntimeWarning" not in result.stderr and "sys.modules" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("run directory: ")]
+    run_dir = json.loads(result.stdout)["run_id"]
+    assert len(lines) == 2 and all(run_dir in line for line in lines)
+    assert lines[1].endswith("(finished)")

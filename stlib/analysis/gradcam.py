@@ -22,6 +22,7 @@ model + a checkpoint file) and :func:`load_images` (a PNG folder or a run's vali
 from __future__ import annotations
 
 import math
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..config import resolve_path
 from ..registry import Registry
 
 __all__ = ["CAM_METHODS", "CamResult", "Subject", "cam_reshape", "find_target_layer",
@@ -104,10 +106,23 @@ class CamResult:
         return self.per_step.shape[0]
 
 
+def _frames_cam(cls: type) -> type:
+    """``cls`` for event frames ``[B, T, P, H, W]``: pytorch-grad-cam reads a 5-D input as 3-D
+    volumes (and OpenCV then fails to resize to three sizes); the maps belong at ``H x W``."""
+
+    class FramesCAM(cls):
+        def get_target_width_height(self, input_tensor):
+            return input_tensor.size(-1), input_tensor.size(-2)
+
+    FramesCAM.__name__ = f"Frames{cls.__name__}"
+    return FramesCAM
+
+
 def time_gradcam(model: nn.Module, images: torch.Tensor, targets: Sequence[int] | None = None,
                  method: str = "gradcam", layer: nn.Module | None = None,
                  device: torch.device | str = "cpu") -> CamResult:
-    """One Grad-CAM map per time step and their mean for ``images [B, C, H, W]``.
+    """One Grad-CAM map per time step and their mean for ``images [B, C, H, W]`` (or event
+    frames ``[B, T, P, H, W]`` for an event model, as its loader yields them).
 
     ``targets``: the class to explain per image (default: the predicted class). ``method``: a
     name in :data:`CAM_METHODS` (``gradcam``, ``gradcam++``, ...). ``layer``: the target layer
@@ -117,6 +132,8 @@ def time_gradcam(model: nn.Module, images: torch.Tensor, targets: Sequence[int] 
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     cls = CAM_METHODS.get(method)
+    if images.dim() == 5:  # event frames [B, T, P, H, W]: maps at H x W, not a 3-D volume
+        cls = _frames_cam(cls)
     layer = layer if layer is not None else find_target_layer(model)
     was_training = model.training
     model.to(device)
@@ -148,9 +165,17 @@ def time_gradcam(model: nn.Module, images: torch.Tensor, targets: Sequence[int] 
 
 
 def _rgb(image: torch.Tensor | np.ndarray) -> np.ndarray:
-    """``[C, H, W]`` in [0, 1] (C = 1 or 3) -> float32 ``[H, W, 3]``."""
+    """An image ``[C, H, W]`` in [0, 1] (C = 1 or 3), or event frames ``[T, P, H, W]`` / ``[P, H,
+    W]`` with P = 2 polarities, -> float32 ``[H, W, 3]``. Events are summed over time and shown
+    ON in red, OFF in blue, scaled by the busiest pixel."""
     img = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
-    img = np.clip(img.astype(np.float32), 0.0, 1.0)
+    img = img.astype(np.float32)
+    if img.ndim == 4:  # [T, P, H, W]: event counts over the whole recording
+        img = img.sum(0)
+    if img.shape[0] == 2:
+        img = img / max(float(img.max()), 1e-12)
+        img = np.stack([img[0], np.zeros_like(img[0]), img[1]])
+    img = np.clip(img, 0.0, 1.0)
     if img.shape[0] == 1:
         img = np.repeat(img, 3, axis=0)
     return img[:3].transpose(1, 2, 0)
@@ -205,7 +230,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "best") -> tuple[Any, nn.Seq
     from ..params import load_params
     from ..build import build_model
 
-    run_dir = Path(run_dir)
+    run_dir = resolve_path(run_dir)
     path = run_dir / "checkpoints" / f"{checkpoint}.pt"
     if not path.is_file():
         found = sorted(p.stem for p in (run_dir / "checkpoints").glob("*.pt"))
@@ -241,6 +266,11 @@ def load_model(name: str, checkpoint: str | Path | None = None, *, overrides: Se
             raise ValueError(f"model override {item!r} is not key=value")
         kwargs[key.strip()] = yaml.safe_load(value)
     net = create_model(name, T=T, **kwargs)
+    if not checkpoint:
+        warnings.warn(f"{name} has no checkpoint: its weights are random, so its Grad-CAM maps "
+                      f"are close to flat and its firing rates are those of an untrained model; "
+                      f"give checkpoint= (a weights file) or run_dir= (a trained run)",
+                      UserWarning, stacklevel=2)
     if checkpoint:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         state = state.get("model", state)
@@ -251,15 +281,24 @@ def load_model(name: str, checkpoint: str | Path | None = None, *, overrides: Se
     return nn.Sequential(OrderedDict(encoder=encoder, net=net)).eval()
 
 
+#: Sample sets named ``<set>_<index>_<label>.png`` (../shared/data/cifar_samples) -> classes.
+SAMPLE_SET_CLASSES = {"cifar10": 10, "cifar100": 100, "mnist": 10, "fashion_mnist": 10}
+
+
 def load_images(spec: str | Path, *, bundle: Any = None, img_size: int | None = None,
-                in_chans: int | None = None, max_images: int = 8
+                in_chans: int | None = None, max_images: int = 8, num_classes: int | None = None
                 ) -> tuple[torch.Tensor, list[int | None], list[str]]:
-    """``(images [B, C, H, W] in [0, 1], labels, names)`` to look at.
+    """``(images [B, C, H, W] in [0, 1], labels, names)`` to look at (event frames
+    ``[B, T, P, H, W]`` for an event run's validation set).
 
     ``spec``: ``"val"`` (or ``"digits"``): the first images of ``bundle.val_loader`` (a run's
     validation set); otherwise a folder of PNG/JPEG files, read in name order, converted to
     ``in_chans`` channels and resized to ``img_size`` when given. A label is read from a file
     name ending in ``_<int>`` (``cifar10_03_0.png`` -> 0), else None.
+
+    ``num_classes`` (the model's): from a folder that mixes sample sets (``cifar10_*`` and
+    ``cifar100_*``) only the set with that many classes is read, and an image whose label the
+    model cannot output is left out with a warning, so labels always match the model.
     """
     if str(spec) in ("val", "digits"):
         if bundle is None:
@@ -282,6 +321,8 @@ def load_images(spec: str | Path, *, bundle: Any = None, img_size: int | None = 
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     if not files:
         raise FileNotFoundError(f"no PNG/JPEG images in {folder}")
+    if num_classes is not None:
+        files = _files_for_classes(files, num_classes, folder)
     files = files[:max_images]
     tensors, labels = [], []
     for path in files:
@@ -290,9 +331,31 @@ def load_images(spec: str | Path, *, bundle: Any = None, img_size: int | None = 
             img = img.resize((img_size, img_size), Image.BILINEAR)
         arr = np.asarray(img, dtype=np.float32) / 255.0
         tensors.append(torch.from_numpy(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)))
-        tail = path.stem.rsplit("_", 1)[-1]
-        labels.append(int(tail) if tail.isdigit() and "_" in path.stem else None)
+        labels.append(_label(path))
     return torch.stack(tensors), labels, [p.name for p in files]
+
+
+def _label(path: Path) -> int | None:
+    tail = path.stem.rsplit("_", 1)[-1]
+    return int(tail) if tail.isdigit() and "_" in path.stem else None
+
+
+def _files_for_classes(files: list[Path], num_classes: int, folder: Path) -> list[Path]:
+    sets = {p: p.stem.split("_", 1)[0] for p in files}
+    if any(name in SAMPLE_SET_CLASSES for name in sets.values()):
+        fitting = [p for p in files if SAMPLE_SET_CLASSES.get(sets[p]) == num_classes]
+        if not fitting:
+            found = sorted({n for n in sets.values() if n in SAMPLE_SET_CLASSES})
+            raise ValueError(f"{folder} holds the sample sets {found}, none with the model's "
+                             f"{num_classes} classes")
+        files = fitting
+    kept = [p for p in files if _label(p) is None or _label(p) < num_classes]
+    if len(kept) < len(files):
+        warnings.warn(f"left out {len(files) - len(kept)} image(s) of {folder} whose label is "
+                      f">= the model's {num_classes} classes", UserWarning, stacklevel=3)
+    if not kept:
+        raise ValueError(f"no image of {folder} has a label below {num_classes}")
+    return kept
 
 
 @dataclass
@@ -309,6 +372,11 @@ class Subject:
     in_chans: int | None
     name: str
 
+    @property
+    def num_classes(self) -> int | None:
+        """The classes the network outputs (what labels of images shown to it must fit)."""
+        return getattr(getattr(self.model, "net", self.model), "num_classes", None)
+
 
 def load_subject(run_dir: str | Path = "", checkpoint: str = "", model: str = "",
                  overrides: Sequence[str] = (), T: int = 4, mean: Sequence[float] = (),
@@ -319,12 +387,14 @@ def load_subject(run_dir: str | Path = "", checkpoint: str = "", model: str = ""
     ``outputs/figures/<model>`` for a bare model)."""
     if run_dir:
         config, net, bundle = load_run(run_dir, checkpoint or "best")
-        run_dir = Path(run_dir)
-        return Subject(net, config, bundle, run_dir, Path(output_dir or run_dir / "figures"),
+        run_dir = resolve_path(run_dir)
+        figures = resolve_path(output_dir) if output_dir else run_dir / "figures"
+        return Subject(net, config, bundle, run_dir, figures,
                        bundle.img_size, bundle.in_chans, config.model.name)
     if not model:
         raise ValueError("give run_dir (a trained run) or model (a registered name)")
     net = load_model(model, checkpoint or None, overrides=overrides, mean=mean, std=std, T=T)
     inner = net.net
-    return Subject(net, None, None, None, Path(output_dir or Path("outputs/figures") / model),
+    figures = resolve_path(output_dir) if output_dir else resolve_path("outputs/figures") / model
+    return Subject(net, None, None, None, figures,
                    getattr(inner, "img_size", None), getattr(inner, "in_chans", None), model)

@@ -19,6 +19,8 @@ from typing import Any, Mapping
 
 import yaml
 
+from ..config import resolve_path
+
 #: Where :data:`PUBLISHED` comes from.
 PUBLISHED_SOURCE = ("STEP (Fancyssc/STEP, commit c0b3193) cls/Results.md, T=4, 400 epochs, "
                     "as quoted in reference/STEP.md section 6")
@@ -152,7 +154,7 @@ def collect(outputs_dir: str | Path = "outputs"):
     import pandas as pd
 
     rows = []
-    for summary_path in sorted(Path(outputs_dir).glob("*/*/summary.json")):
+    for summary_path in sorted(resolve_path(outputs_dir).glob("*/*/summary.json")):
         try:
             summary = json.loads(summary_path.read_text())
         except (OSError, ValueError):
@@ -189,6 +191,8 @@ def make_table(runs, name: str, *, finished_only: bool = True):
     mine = runs[runs["study"] == spec.study] if "study" in runs else runs.iloc[0:0]
     if finished_only and "status" in mine:
         mine = mine[mine["status"] == "finished"]
+    if "model_label" in mine:  # a shrunken (quick) model keeps its settings in its row name
+        mine = mine.assign(model=mine["model_label"].fillna(mine["model"]))
     rows: dict[tuple, dict[str, Any]] = {}
     if not mine.empty and all(k in mine for k in keys):
         grouped = mine.groupby(keys, dropna=False, sort=True)
@@ -237,8 +241,9 @@ def to_markdown(frame, title: str | None = None, note: str | None = None) -> str
 
 def write_tables(table_frames: Mapping[str, Any], results_dir: str | Path = "outputs/results"
                  ) -> dict[str, Path]:
-    """Write each table as ``<results_dir>/<name>.md``; returns the paths."""
-    results_dir = Path(results_dir)
+    """Write each table as ``<results_dir>/<name>.md`` (created if absent; a relative path
+    resolves against the project home, see :func:`stlib.config.project_home`); returns the paths."""
+    results_dir = resolve_path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     note = f"Published: {PUBLISHED_SOURCE}. ours = best validation top-1, mean over seeds."
     paths = {}
@@ -249,23 +254,61 @@ def write_tables(table_frames: Mapping[str, Any], results_dir: str | Path = "out
     return paths
 
 
+def save_figure(fig, results_dir: str | Path, name: str, dpi: int = 120) -> Path:
+    """Save ``fig`` as ``<results_dir>/<name>`` (the folder is created; a relative path resolves
+    against the project home, as the tables do); returns the path."""
+    path = resolve_path(results_dir) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    return path
+
+
 def accuracy_plot(runs, x: str = "neuron", hue: str = "model", study: str | None = None,
                   title: str | None = None):
-    """Bar chart of best top-1 by ``x`` and ``hue`` (e.g. neuron x model) over finished runs."""
+    """Bar chart of best top-1 by ``x`` and ``hue`` (e.g. neuron x model) over finished runs.
+
+    One panel per dataset (digits and CIFAR runs are never averaged together). A bar is the
+    mean over seeds, its error bar the standard deviation over seeds (where there are several),
+    and its value is written on it. The y-axis is zoomed to the bars rather than starting at
+    0, so that a difference of half a point stays visible.
+    """
     import matplotlib.pyplot as plt
     import seaborn as sns
 
     frame = runs[runs["status"] == "finished"] if "status" in runs else runs
     if study is not None and "study" in frame:
         frame = frame[frame["study"] == study]
-    fig, ax = plt.subplots(figsize=(8, 3.2))
-    if not frame.empty:
-        sns.barplot(data=frame, x=x, y="best_acc1", hue=hue, ax=ax, errorbar=None)
-        sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1))  # bars stay readable
-    ax.set_ylabel("best top-1 (%)")
-    ax.set_title(title or f"accuracy by {x} x {hue}")
+    if "model_label" in frame and hue == "model":  # a quick run is not the published model
+        frame = frame.assign(model=frame["model_label"].fillna(frame["model"]))
+    datasets = sorted(frame["dataset"].dropna().unique()) if "dataset" in frame else []
+    fig, axes = plt.subplots(1, max(1, len(datasets)), figsize=(max(8, 4.5 * len(datasets)), 3.4),
+                             squeeze=False)
+    for ax, dataset in zip(axes[0], datasets or [None]):
+        part = frame if dataset is None else frame[frame["dataset"] == dataset]
+        if not part.empty:
+            sns.barplot(data=part, x=x, y="best_acc1", hue=hue, ax=ax, errorbar="sd",
+                        capsize=0.15, err_kws={"linewidth": 1})
+            for bars in ax.containers:
+                ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=2)
+            ax.set_ylim(*_zoomed_range(part.groupby([x, hue])["best_acc1"]))
+            ax.get_legend().remove()
+        ax.set_title(dataset or "no finished runs", fontsize=10)
+        ax.set_ylabel("best top-1 (%), mean ± sd over seeds")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if handles:
+        axes[0][-1].legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1),
+                           fontsize="small")
+    fig.suptitle(title or f"accuracy by {x} x {hue}")
     fig.tight_layout()
     return fig
+
+
+def _zoomed_range(groups) -> tuple[float, float]:
+    """y-limits around the bars' mean ± sd, with room for the value labels above them."""
+    stats = groups.agg(["mean", "std"]).fillna(0.0)
+    low, high = (stats["mean"] - stats["std"]).min(), (stats["mean"] + stats["std"]).max()
+    pad = max(0.5, 0.25 * (high - low))
+    return max(0.0, low - pad), high + 1.5 * pad
 
 
 def learning_curves_frame(runs, study: str | None = None):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -19,7 +20,7 @@ from typing import Any, Callable
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
-from stlib.config import DataConfig  # the one definition of the data settings
+from stlib.config import DataConfig, resolve_path  # the one definition of the data settings
 from stlib.registry import Registry
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "DataConfig",
     "DatasetNotFoundError",
     "DatasetSplits",
+    "announce_download",
     "build_dataloaders",
     "cache_dir",
     "resolve_root",
@@ -81,8 +83,15 @@ INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
 
 
 def resolve_root(root: str | os.PathLike) -> Path:
-    """``root`` as an absolute path; relative paths resolve against the working directory."""
-    return Path(root).expanduser().resolve()
+    """``root`` as an absolute path; a relative one resolves against the project home
+    (``$STLIB_HOME`` or the repository, not the working directory)."""
+    return resolve_path(root)
+
+
+def announce_download(name: str, source: str, target: Path) -> None:
+    """One line before a download starts, so a long wait (or an offline failure) says what it
+    was trying to do."""
+    print(f"downloading {name} from {source} to {target} ...", file=sys.stderr, flush=True)
 
 
 def cache_dir() -> Path:

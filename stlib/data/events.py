@@ -73,7 +73,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from stlib.data.base import DATASETS, DataConfig, DatasetNotFoundError, DatasetSplits
-from stlib.data.base import cache_dir, resolve_root
+from stlib.data.base import announce_download, cache_dir, resolve_root
 from stlib.data.static import _download_failed, _not_found_message
 
 __all__ = [
@@ -412,8 +412,12 @@ def _tonic_download(name: str, root: Path, cls_name: str, how: str, **kwargs) ->
     """Let tonic download (and extract) ``cls_name`` into ``root/<cls_name>``."""
     import tonic.datasets
 
+    dataset = getattr(tonic.datasets, cls_name)
+    source = next((getattr(dataset, a) for a in ("url", "base_url", "train_url")
+                   if getattr(dataset, a, None)), f"tonic.datasets.{cls_name}")
+    announce_download(name, source, root / cls_name)
     try:
-        getattr(tonic.datasets, cls_name)(str(root), **kwargs)
+        dataset(str(root), **kwargs)
     except Exception as err:  # network, permissions, checksum: all end here
         raise _download_failed(name, root / cls_name, err, how) from err
 

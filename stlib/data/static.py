@@ -41,6 +41,7 @@ from stlib.data.base import (
     DataConfig,
     DatasetNotFoundError,
     DatasetSplits,
+    announce_download,
     cache_dir,
     resolve_root,
 )
@@ -184,6 +185,7 @@ def _idx_dataset(cfg: DataConfig, name: str, tv_cls: type, num_classes: int, mea
     how = (f"set data.download=true on a machine with internet (torchvision fetches them into "
            f"{root / tv_cls.__name__ / 'raw'}), or copy the four files there or into {root}")
     if folder is None and cfg.download:
+        announce_download(name, tv_cls.mirrors[0], root / tv_cls.__name__ / "raw")
         try:
             tv_cls(str(root), train=True, download=True)
         except Exception as err:  # network, permissions, checksum: all end here
@@ -257,6 +259,7 @@ def _cifar_dataset(cfg: DataConfig, name: str, cls: type, tv_cls: type, num_clas
     how = (f"set data.download=true on a machine with internet, or copy {cls.base_folder} "
            f"(extracted from {cls.url}) into {root}")
     if not complete() and cfg.download:
+        announce_download(name, cls.url, root)
         try:
             tv_cls(str(root), train=True, download=True)  # md5-checked download and extraction
         except Exception as err:  # network, permissions, checksum: all end here
