@@ -79,3 +79,18 @@ def test_params_files_load(dataset):
     train = load_params(f"params/spikformer_semm/{dataset}.yaml").train
     recipe = (train.lr, train.weight_decay, train.epochs, train.mixup, train.mixup_off_epoch)
     assert recipe == (1e-3, 0.06, 400, 0.5, 200)
+
+
+def test_port_router_reads_the_ports_reshape_of_the_router():
+    torch.manual_seed(0)
+    model = create_model("spikformer_semm_4_384", port_router=True, **SEMM_TINY)
+    attn = model.blocks[0].attn
+    x = torch.rand(2, 3, 16, 16)  # [T, B, N, D] tokens
+    seen = {}
+    attn.router_neuron.register_forward_hook(lambda m, i, o: seen.setdefault("in", i[0]))
+    attn(x)
+    route = attn.router(x)  # [T, B, N, E]
+    # the port applies BN1d to [T*B, E, N] and reshapes it to [T, B, N, E] without a transpose
+    assert torch.equal(seen["in"], route.transpose(-2, -1).reshape(route.shape))
+    assert not torch.equal(seen["in"], route)
+    assert "port_router=True" in repr(attn)

@@ -67,12 +67,12 @@ def test_dvs_forward_on_event_frames():
     assert model(frames).shape == (2, 10)
 
 
-def test_official_head_split_option():
+def test_untransposed_head_split_option():
     model = create_model("tim_spikformer_2_256_dvs", embed_dim=64, num_heads=4, T=2,
-                         official_head_split=True)
+                         untransposed_head_split=True)
     assert model(torch.rand(2, 1, 2, 64, 64)).shape == (1, 10)
     with pytest.raises(ValueError, match="N == D / heads"):
-        create_model("tim_spikformer_2_256_dvs", embed_dim=64, num_heads=2, official_head_split=True)
+        create_model("tim_spikformer_2_256_dvs", embed_dim=64, num_heads=2, untransposed_head_split=True)
 
 
 def test_quick_preset_builds_with_the_last_two_pools():  # its training: test_model_contract.py

@@ -40,12 +40,17 @@ class EMSA(nn.Module):
     the shared attention signature and not used (the experts take the heads' place).
     ``expert_dim=None`` is ``D / 4`` (96 at D = 384, the port's setting).
 
+    ``port_router=True`` reproduces the port's router exactly: it applies BN1d to
+    ``[T*B, E, N]`` and reshapes that straight to ``[T, B, N, E]``, without transposing back,
+    so "token n, expert i" reads another (token, expert) cell. The default gives each token
+    its own E gates, as the paper describes.
+
     ``x [T, B, N, D] -> [T, B, N, D]`` (spikes).
     """
 
     def __init__(self, dim: int, *, num_heads: int, neuron: NeuronFactory, scale: float = 0.125,
                  attn_v_threshold: float = 0.5, num_experts: int = 4,
-                 expert_dim: int | None = None):
+                 expert_dim: int | None = None, port_router: bool = False):
         super().__init__()
         e = expert_dim or dim // 4
         if num_experts < 1 or e < 1:
@@ -57,6 +62,7 @@ class EMSA(nn.Module):
         self.k_neuron, self.v_neuron = neuron(), neuron()
         self.router = LinearBN(dim, num_experts)
         self.router_neuron = neuron()
+        self.port_router = port_router
         self.q = LinearBN(dim, num_experts * e)  # the E expert query projections, stacked
         self.q_neurons = nn.ModuleList(neuron() for _ in range(num_experts))
         self.attn_neurons = nn.ModuleList(
@@ -67,7 +73,10 @@ class EMSA(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k = self.k_neuron(self.k(x))  # [T, B, N, e]
         v = self.v_neuron(self.v(x))  # [T, B, N, D]
-        gates = self.router_neuron(self.router(x))  # [T, B, N, E] spikes
+        route = self.router(x)  # [T, B, N, E]
+        if self.port_router:  # the port's [T*B, E, N] read as [T, B, N, E]
+            route = route.transpose(-2, -1).reshape(route.shape)
+        gates = self.router_neuron(route)  # [T, B, N, E] spikes
         kv = k.transpose(-2, -1) @ v  # [T, B, e, D]; Q (K^T V) = (Q K^T) V on integers
         queries = self.q(x).split(self.expert_dim, dim=-1)  # E x [T, B, N, e]
         y = 0
@@ -78,7 +87,7 @@ class EMSA(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"num_experts={self.num_experts}, expert_dim={self.expert_dim}, "
-                f"scale={self.scale}")
+                f"scale={self.scale}" + (", port_router=True" if self.port_router else ""))
 
 
 class EMSP(nn.Module):

@@ -83,24 +83,24 @@ class TIMSSA(BiasFreeSSA):
     ``Q, K, V = SN(BN(W x))``; ``Q~ = TIM(Q)``; ``Y = SN_attn(Q~ K^T V * s)``;
     ``out = SN(BN(W_proj Y))``. ``x [T, B, N, D] -> [T, B, N, D]`` (spikes).
 
-    ``official_head_split=True`` reproduces the official code's head split, which reshapes
-    the ``[T, B, C, N]`` tensor straight to ``[T, B, N, h, d]`` without a transpose (the
-    "token" axis then indexes channel groups); the default is the standard split.
+    ``untransposed_head_split=True`` reshapes the ``[T, B, C, N]`` tensor straight to
+    ``[T, B, N, h, d]`` without a transpose (the "token" axis then indexes channel groups);
+    the default is the standard split, which is what the official code does.
     """
 
     def __init__(self, dim: int, *, num_heads: int, neuron: NeuronFactory, scale: float = 0.25,
                  attn_v_threshold: float = 0.5, num_tokens: int = 16, tim_alpha: float = 0.5,
                  tim_in_v_threshold: float = 0.3, tim_out_v_threshold: float = 0.5,
-                 official_head_split: bool = False):
+                 untransposed_head_split: bool = False):
         super().__init__(dim, num_heads=num_heads, neuron=neuron, scale=scale,
                          attn_v_threshold=attn_v_threshold)
-        self.official_head_split = official_head_split
+        self.untransposed_head_split = untransposed_head_split
         self.tim = TemporalInteraction(num_tokens, neuron=neuron, alpha=tim_alpha,
                                        in_v_threshold=tim_in_v_threshold,
                                        out_v_threshold=tim_out_v_threshold)
 
     def heads(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.official_head_split:
+        if not self.untransposed_head_split:
             return super().heads(x)
         T, B, N, D = x.shape  # official: [T, B, C, N] read as [T, B, N, h, d]
         return x.transpose(2, 3).reshape(T, B, N, self.num_heads, D // self.num_heads).permute(0, 1, 3, 2, 4)
