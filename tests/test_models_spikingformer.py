@@ -20,6 +20,12 @@ def test_parameter_counts_match_the_official_code(name, kwargs, expected):
     assert meta_count(name, **kwargs) == expected
 
 
+def test_imagenet_config_has_the_official_yml_heads():
+    # zhouchenlin2096/Spikingformer imagenet/imagenet.yml: dim 768, num_heads 8 (heads hold no
+    # parameters, so the count above cannot tell)
+    assert create_model("spikingformer_8_768", depth=1).blocks[0].attn.num_heads == 8
+
+
 def test_tokenizer_shapes_and_real_valued_residual_stream():
     model = create_model("spikingformer_4_384", depth=1, embed_dim=64, num_heads=4)
     x = torch.rand(4, 2, 3, 32, 32)

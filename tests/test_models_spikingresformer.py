@@ -84,3 +84,22 @@ def test_params_files_load(dataset):
     config = load_params(f"params/spikingresformer/{dataset}.yaml")
     assert config.model.name == "spikingresformer_ti_cifar" and config.train.epochs == 600
     assert config.neuron.surrogate == "atan" and config.neuron.alpha == 2.0
+
+
+@pytest.mark.parametrize("name, expected", [  # the official factories at 1000 classes
+    ("spikingresformer_ti", 11_180_992), ("spikingresformer_s", 17_813_824),
+    ("spikingresformer_m", 35_601_472), ("spikingresformer_l", 60_375_680)])
+def test_imagenet_parameter_counts_match_the_official_code(name, expected):
+    assert meta_count(name) == expected
+
+
+def test_imagenet_prologue_quarters_the_image_before_the_stages():
+    model = meta_model("spikingresformer_ti").eval()  # eval: DSSA's firing rates stay as built
+    assert model.prologue_kind == "imagenet" and model.img_size == 224
+    with torch.device("meta"):
+        tokens = model.forward_features(torch.zeros(4, 1, 3, 224, 224))
+    assert tokens.shape == (4, 1, 384, 14, 14)  # 224 -> 56 (conv s2 + pool) -> 28 -> 14
+    with pytest.raises(ValueError, match="valid: cifar, imagenet"):
+        create_model("spikingresformer_ti", prologue="tiny")
+    with pytest.raises(ValueError, match="imagenet prologue.*image size 40"):
+        create_model("spikingresformer_ti", img_size=40)

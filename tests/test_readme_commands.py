@@ -51,6 +51,7 @@ README_COMMANDS: dict[str, Check] = {
     "python -m stlib.notebooks neuron_test out.ipynb -p neuron PLIF -p preset quick": RUN,
     "pytest": SUITE,
     'pytest -m "not slow"': SUITE,
+    "pytest tests/<file>.py": SUITE,
     "python -m stlib.train params/spikformer/cifar10.yaml --set neuron.type=PLIF "
     "--set train.epochs=5 [--preset quick]": Check(
         "run", command="python -m stlib.train params/spikformer/cifar10.yaml --set "

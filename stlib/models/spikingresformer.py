@@ -43,8 +43,9 @@ from torch import nn
 
 from ..layers.input_check import to_time_major
 from ..layers.multistep import ConvBN, SeqToBatch
+from ..registry import UnknownNameError
 from ._registry import register_model
-from .official_weights import OfficialLayout
+from .official_weights import OfficialLayout, PublishedCheckpoint
 
 NeuronFactory = Callable[..., nn.Module]
 
@@ -136,58 +137,87 @@ class Downsample(nn.Module):
 
 _L = r"layers\.(\d)\.(\d+)\."
 _S = r"stages.\1.\2."
-# xyshi2000/SpikingResformer models/spikingresformer.py: prologue (conv, BN), layers[stage][i]
-# (a DownsampleLayer at i = 0 of stages 2 and 3, then DSSA / GWFFN pairs), classifier.
-SPIKINGRESFORMER_LAYOUT = OfficialLayout(
-    family="SpikingResformer", repo="xyshi2000/SpikingResformer (models/spikingresformer.py)",
-    rename=(
+# xyshi2000/SpikingResformer models/spikingresformer.py: prologue (conv, BN[, max-pool]),
+# layers[stage][i] (a DownsampleLayer at i = 0 of stages 2 and 3, then DSSA / GWFFN pairs),
+# classifier.
+_STAGES_RENAME = (
+    (r"layers\.([12])\.0\.conv\.(.+)", r"stages.\1.0.conv.conv.\2"),  # downsample
+    (r"layers\.([12])\.0\.norm\.bn\.(.+)", r"stages.\1.0.conv.bn.\2"),
+    (_L + r"firing_rate_x", _S + "rate_x"),  # DSSA
+    (_L + r"firing_rate_attn", _S + "rate_attn"),
+    (_L + r"W\.(.+)", _S + r"w.conv.\3"),
+    (_L + r"norm\.bn\.(.+)", _S + r"w.bn.\3"),
+    (_L + r"Wproj\.(.+)", _S + r"proj.conv.\3"),
+    (_L + r"norm_proj\.bn\.(.+)", _S + r"proj.bn.\3"),
+    (_L + r"(up|down)\.1\.(.+)", _S + r"\3.conv.\4"),  # GWFFN
+    (_L + r"(up|down)\.2\.bn\.(.+)", _S + r"\3.bn.\4"),
+    (_L + r"conv\.0\.1\.(.+)", _S + r"conv.body.0.\3"),
+    (_L + r"conv\.0\.2\.bn\.(.+)", _S + r"conv.body.1.\3"),
+    (r"classifier\.(.+)", r"head.\1"),
+)
+_REPO = "xyshi2000/SpikingResformer (models/spikingresformer.py)"
+SPIKINGRESFORMER_LAYOUTS = {
+    "cifar": OfficialLayout(family="SpikingResformer", repo=_REPO, rename=(
         (r"prologue\.0\.(.+)", r"prologue.conv.\1"),
         (r"prologue\.1\.bn\.(.+)", r"prologue.bn.\1"),
-        (r"layers\.([12])\.0\.conv\.(.+)", r"stages.\1.0.conv.conv.\2"),  # downsample
-        (r"layers\.([12])\.0\.norm\.bn\.(.+)", r"stages.\1.0.conv.bn.\2"),
-        (_L + r"firing_rate_x", _S + "rate_x"),  # DSSA
-        (_L + r"firing_rate_attn", _S + "rate_attn"),
-        (_L + r"W\.(.+)", _S + r"w.conv.\3"),
-        (_L + r"norm\.bn\.(.+)", _S + r"w.bn.\3"),
-        (_L + r"Wproj\.(.+)", _S + r"proj.conv.\3"),
-        (_L + r"norm_proj\.bn\.(.+)", _S + r"proj.bn.\3"),
-        (_L + r"(up|down)\.1\.(.+)", _S + r"\3.conv.\4"),  # GWFFN
-        (_L + r"(up|down)\.2\.bn\.(.+)", _S + r"\3.bn.\4"),
-        (_L + r"conv\.0\.1\.(.+)", _S + r"conv.body.0.\3"),
-        (_L + r"conv\.0\.2\.bn\.(.+)", _S + r"conv.body.1.\3"),
-        (r"classifier\.(.+)", r"head.\1"),
-    ),
-)
+        *_STAGES_RENAME)),
+    "imagenet": OfficialLayout(family="SpikingResformer (ImageNet)", repo=_REPO, rename=(
+        (r"prologue\.0\.(.+)", r"prologue.0.conv.\1"),
+        (r"prologue\.1\.bn\.(.+)", r"prologue.0.bn.\1"),
+        *_STAGES_RENAME), checkpoints={
+        "spikingresformer_l": PublishedCheckpoint(
+            "https://drive.google.com/drive/folders/1sAFHKF9QZC2P0aSoC9bdLqgW8TfLjFSC",
+            "imagenet", 79.40, "the official readme's 'pretrained checkpoints' folder (it does "
+            "not list which sizes it holds); 79.40 is the paper's L at T=4")}),
+}
+SPIKINGRESFORMER_LAYOUT = SPIKINGRESFORMER_LAYOUTS["cifar"]
 
 
 class SpikingResformer(nn.Module):
-    """SpikingResformer (CIFAR prologue) for static images or pre-encoded input.
+    """SpikingResformer for static images or pre-encoded input.
 
     ``x [B, C, H, W]`` (repeated over T) or ``[T, B, C, H, W]`` -> logits ``[B, classes]``
     (mean over T of per-step logits), or ``[T, B, classes]`` with ``per_step_logits=True``.
+
+    ``prologue="cifar"``: Conv3x3-BN at full resolution; ``"imagenet"``: Conv7x7 stride 2-BN,
+    then MaxPool 3/2 (224 -> 56), as the official ImageNet models. ``widths`` and ``heads``
+    give the three stages' channels and heads (default: ``D/6, D/2, D`` and ``h/6, h/2, h`` of
+    ``embed_dim`` and ``num_heads``, the Ti layout); stage depths are ``depth/3, 2 depth/3,
+    depth`` (1, 2, 3 in every official model).
     """
 
-    official_layout = SPIKINGRESFORMER_LAYOUT
+    def official_layout(self) -> OfficialLayout:
+        return SPIKINGRESFORMER_LAYOUTS[self.prologue_kind]
 
     def __init__(self, *, img_size: int = 32, in_chans: int = 3, num_classes: int = 10,
                  embed_dim: int = 384, depth: int = 3, num_heads: int = 6, T: int = 4,
                  patch_sizes: Sequence[int] = (4, 2, 1), group_size: int = 64,
+                 prologue: str = "cifar", widths: Sequence[int] | None = None,
+                 heads: Sequence[int] | None = None,
                  neuron: NeuronFactory | None = None, per_step_logits: bool = False):
         super().__init__()
         if T <= 0:
             raise ValueError(f"T must be a positive number of time steps, got {T}")
-        sizes = [img_size, img_size // 2, img_size // 4]
-        if img_size % 4 or any(s % p for s, p in zip(sizes, patch_sizes)):
-            raise ValueError(f"SpikingResformer needs an image size divisible by 4 whose stage "
-                             f"sizes {sizes} are divisible by the patch sizes {list(patch_sizes)}; "
-                             f"got image size {img_size}")
+        if prologue not in PROLOGUES:
+            raise UnknownNameError("SpikingResformer prologue", prologue, PROLOGUES)
+        first = img_size // PROLOGUES[prologue]  # the first stage's resolution
+        sizes = [first, first // 2, first // 4]
+        if first * PROLOGUES[prologue] != img_size or first % 4 or any(
+                s % p for s, p in zip(sizes, patch_sizes)):
+            raise ValueError(f"SpikingResformer ({prologue} prologue) needs stage sizes {sizes} "
+                             f"(the image size over {PROLOGUES[prologue]}, then halved twice) "
+                             f"divisible by 4 and by the patch sizes {list(patch_sizes)}; got "
+                             f"image size {img_size}")
         self.T, self.img_size, self.in_chans = T, img_size, in_chans
         self.num_classes, self.embed_dim, self.per_step = num_classes, embed_dim, per_step_logits
+        self.prologue_kind = prologue
         neuron = neuron or resformer_neuron(T)
-        widths = [embed_dim // 6, embed_dim // 2, embed_dim]
-        heads = [max(1, num_heads // 6), max(1, num_heads // 2), num_heads]
+        widths = list(widths or [embed_dim // 6, embed_dim // 2, embed_dim])
+        heads = list(heads or [max(1, num_heads // 6), max(1, num_heads // 2), num_heads])
         depths = [math.ceil(depth / 3), math.ceil(2 * depth / 3), depth]
-        self.prologue = ConvBN(in_chans, widths[0])
+        self.prologue = (ConvBN(in_chans, widths[0]) if prologue == "cifar" else nn.Sequential(
+            ConvBN(in_chans, widths[0], kernel_size=7, stride=2, padding=3),
+            SeqToBatch(nn.MaxPool2d(3, 2, 1))))
         stages = []
         for i, (w, h, n, p) in enumerate(zip(widths, heads, depths, patch_sizes)):
             layers = [Downsample(widths[i - 1], w, neuron=neuron)] if i else []
@@ -196,13 +226,14 @@ class SpikingResformer(nn.Module):
                            GWFFN(w, neuron=neuron, group_size=group_size)]
             stages.append(nn.Sequential(*layers))
         self.stages = nn.Sequential(*stages)
-        self.head = nn.Linear(embed_dim, num_classes, bias=False) if num_classes > 0 else nn.Identity()
+        self.head = (nn.Linear(widths[-1], num_classes, bias=False) if num_classes > 0
+                     else nn.Identity())
         self.apply(_init_weights)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = to_time_major(x, T=self.T, in_chans=self.in_chans, img_size=self.img_size,
                           model="SpikingResformer")
-        return self.stages(self.prologue(x))  # [T, B, D, H/4, W/4], real-valued
+        return self.stages(self.prologue(x))  # [T, B, D, h, w], real-valued
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.head(x.flatten(3).mean(3))  # [T, B, classes]: Linear per step
@@ -212,7 +243,7 @@ class SpikingResformer(nn.Module):
         return self.forward_head(self.forward_features(x))
 
     def cam_target_layer(self) -> nn.Module:
-        """Grad-CAM's default target: the last stage (maps ``[T, B, D, H/4, W/4]``)."""
+        """Grad-CAM's default target: the last stage (maps ``[T, B, D, h, w]``)."""
         return self.stages[-1]
 
 
@@ -225,6 +256,40 @@ def _init_weights(module: nn.Module) -> None:
     elif isinstance(module, nn.BatchNorm2d):
         nn.init.ones_(module.weight)
         nn.init.zeros_(module.bias)
+
+
+#: prologue -> its downsampling (CIFAR: none; ImageNet: conv stride 2, then max-pool stride 2)
+PROLOGUES = {"cifar": 1, "imagenet": 4}
+
+
+def _imagenet(widths: Sequence[int], heads: Sequence[int], overrides: dict) -> SpikingResformer:
+    arch = dict(embed_dim=widths[-1], num_heads=heads[-1], depth=3, widths=widths, heads=heads,
+                img_size=224, num_classes=1000, prologue="imagenet")
+    return SpikingResformer(**{**arch, **overrides})
+
+
+@register_model
+def spikingresformer_ti(**overrides) -> SpikingResformer:
+    """SpikingResformer-Ti, ImageNet (widths 64/192/384, heads 1/3/6): 11,180,992 parameters."""
+    return _imagenet((64, 192, 384), (1, 3, 6), overrides)
+
+
+@register_model
+def spikingresformer_s(**overrides) -> SpikingResformer:
+    """SpikingResformer-S, ImageNet (64/256/512, heads 1/4/8): 17,813,824 parameters."""
+    return _imagenet((64, 256, 512), (1, 4, 8), overrides)
+
+
+@register_model
+def spikingresformer_m(**overrides) -> SpikingResformer:
+    """SpikingResformer-M, ImageNet (64/384/768, heads 1/6/12): 35,601,472 parameters."""
+    return _imagenet((64, 384, 768), (1, 6, 12), overrides)
+
+
+@register_model
+def spikingresformer_l(**overrides) -> SpikingResformer:
+    """SpikingResformer-L, ImageNet (128/512/1024, heads 2/8/16): 60,375,680 parameters."""
+    return _imagenet((128, 512, 1024), (2, 8, 16), overrides)
 
 
 @register_model
