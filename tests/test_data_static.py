@@ -327,7 +327,7 @@ def test_cifar_download_offline(tmp_path, offline, capsys):
     assert str(tmp_path) in msg
     # the attempt was announced before it started, with where from and where to
     announced = capsys.readouterr().err
-    assert f"downloading cifar10 from https://www.cs.toronto.edu/" in announced
+    assert "downloading cifar10 from https://www.cs.toronto.edu/" in announced
     assert str(tmp_path) in announced
 
 
