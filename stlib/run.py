@@ -21,8 +21,9 @@ from .config import Config
 from .data import DataBundle, build_dataloaders
 from .distributed import Distributed, init_distributed
 from .models.ablation import component_labels
-from .record import (TensorBoardLog, load_checkpoint, read_metrics, rng_state, save_checkpoint, set_rng_state,
-                     warn_if_machine_changed, write_firing, write_metrics, write_summary)
+from .record import (TensorBoardLog, load_checkpoint, read_metrics, rng_state, save_checkpoint,
+                     set_rng_state, warn_if_machine_changed, write_firing, write_metrics,
+                     write_summary)
 
 
 @dataclass
