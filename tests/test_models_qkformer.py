@@ -150,3 +150,21 @@ def test_imagenet_params_file_loads():
         pytest.skip("no 'imagenet' dataset is registered in stlib.data yet")
     config = load_params("params/qkformer/imagenet.yaml")
     assert config.model.name == "qkformer_10_384" and config.train.epochs == 200
+
+
+def test_batch_coupled_ssa_runs_the_output_neuron_over_the_flattened_batch():
+    torch.manual_seed(0)
+    coupled = create_model("qkformer_4_384", batch_coupled_ssa=True, **TINY).eval()
+    attn = coupled.stages[-1][0].attn
+    attn.proj.bn.weight.data.fill_(2.0)  # an output neuron that fires: near threshold
+    attn.proj.bn.bias.data.fill_(0.6)
+    plain = create_model("qkformer_4_384", **TINY).eval()
+    plain.load_state_dict(coupled.state_dict())
+    own = plain.stages[-1][0].attn
+    tokens = torch.rand(2, 3, 4, attn.proj.linear.in_features) * 3  # [T, B, N, D]
+    q, k, v = attn.spiking_heads(tokens)
+    z = attn.proj(attn.attn_neuron(attn.merge((q @ k.transpose(-2, -1)) @ v * attn.scale)))
+    # the official output neuron: T*B steps, t-major, its membrane crossing the samples
+    assert torch.equal(attn(tokens), attn.proj_neuron(z.flatten(0, 1)).reshape(z.shape))
+    assert not torch.equal(attn(tokens), own(tokens))  # a batch of 3 is not 3 single runs
+    assert torch.equal(attn(tokens[:, :1]), own(tokens[:, :1]))  # one sample: its own T steps

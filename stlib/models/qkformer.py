@@ -125,6 +125,21 @@ QKFORMER_LAYOUTS = {
 }
 
 
+class BatchCoupledSSA(SSA):
+    """QKFormer's official SSA, quirk included: its output neuron runs on the flattened
+    ``[T*B, ...]`` tensor, i.e. over T*B "time steps" (t-major), so its membrane carries from
+    one sample of the batch to the next and the output depends on the batch it came in.
+    Only for reproducing the official code's numbers at its batch size.
+    ``x [T, B, N, D] -> [T, B, N, D]`` (spikes).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.spiking_heads(x)  # [T, B, h, N, d]
+        y = self.attn_neuron(self.merge((q @ k.transpose(-2, -1)) @ v * self.scale))
+        z = self.proj(y)  # [T, B, N, D]
+        return self.proj_neuron(z.flatten(0, 1)).reshape(z.shape)  # T*B steps
+
+
 class QKFormer(TokenTransformer):
     """Hierarchical spiking transformer with Q-K attention (``forward`` and ``forward_head``
     come from :class:`~stlib.models.spikformer.TokenTransformer`; the features are staged).
@@ -133,7 +148,9 @@ class QKFormer(TokenTransformer):
     (mean over T), or ``[T, B, classes]`` with ``per_step_logits=True``.
 
     Official checkpoints load by the layout of the official file for ``embedding``
-    (:data:`QKFORMER_LAYOUTS`).
+    (:data:`QKFORMER_LAYOUTS`). ``batch_coupled_ssa=True`` builds the last stage with
+    :class:`BatchCoupledSSA`, the official output neuron that runs over the flattened
+    ``T*B`` axis; the default keeps every sample apart.
     """
 
     def official_layout(self) -> OfficialLayout:
@@ -143,8 +160,8 @@ class QKFormer(TokenTransformer):
                  embed_dim: int = 384, depth: int = 2, num_heads: int = 8,
                  early_depths: Sequence[int] = (1, 1), mlp_ratio: float = 4.0, T: int = 4,
                  embedding: str = "cifar", attn_scale: float = 0.125,
-                 attn_v_threshold: float = 0.5, neuron: NeuronFactory | None = None,
-                 per_step_logits: bool = False):
+                 attn_v_threshold: float = 0.5, batch_coupled_ssa: bool = False,
+                 neuron: NeuronFactory | None = None, per_step_logits: bool = False):
         super().__init__()
         if T <= 0:
             raise ValueError(f"T must be a positive number of time steps, got {T}")
@@ -175,14 +192,15 @@ class QKFormer(TokenTransformer):
         self.patch_embeds = nn.ModuleList(embeds)
 
         def block(dim: int, attn_layer: type[nn.Module]) -> SpikingBlock:
-            extra = dict(qkv_bias=False) if attn_layer is SSA else {}
-            scale = attn_scale if attn_layer is SSA else 1.0  # QKTA has no scale
+            ssa = issubclass(attn_layer, SSA)
+            extra = dict(qkv_bias=False) if ssa else {}
+            scale = attn_scale if ssa else 1.0  # QKTA has no scale
             attn = attn_layer(dim, num_heads=num_heads, neuron=neuron, scale=scale,
                               attn_v_threshold=attn_v_threshold, **extra)
             return SpikingBlock(attn=attn, mlp=SpikingMLP(dim, int(dim * mlp_ratio), neuron=neuron))
 
         depths = [*early_depths, depth]
-        layers = [QKTokenAttention] * n_early + [SSA]
+        layers = [QKTokenAttention] * n_early + [BatchCoupledSSA if batch_coupled_ssa else SSA]
         self.stages = nn.ModuleList(
             nn.Sequential(*(block(w, layer) for _ in range(n)))
             for w, n, layer in zip(widths, depths, layers))
