@@ -12,11 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from .build import resolve_device
 from .config import (DEFAULT_PARAMS, PARAMS_DIR, PRESETS_DIR, SECTIONS, Config, ConfigError,
                      DataConfig, ExperimentConfig, ModelConfig, NeuronConfig, TrainConfig,
                      _deep_merge, _read_with_bases, _unknown_key, list_presets, load_config,
                      parse_overrides, resolve_params_path)
-from .build import resolve_device
 from .config import build_config as _build_config
 from .data import DATASETS
 from .encoders import ENCODERS

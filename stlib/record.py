@@ -152,13 +152,13 @@ def load_checkpoint(path: Path, config: Config, *, force: bool = False) -> dict[
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated, foreign or corrupt file
         raise ResumeError(f"cannot read checkpoint {path}: {err.__class__.__name__}: {err}. "
-                           f"It is left as it is; move it away to start the run afresh.") from None
+                          f"It is left as it is; move it away to start the run afresh.") from None
     if not isinstance(state, dict) or "model" not in state:
         raise ResumeError(f"{path} is not an stlib checkpoint (no model state or config hash)")
     if state.get("config_hash") != config.config_hash and not force:
         raise ResumeError(f"checkpoint {path} belongs to config {state.get('config_hash')!r}, "
-                           f"not to this run's {config.config_hash!r}; refusing to resume from it "
-                           f"(pass --force to resume anyway)")
+                          f"not to this run's {config.config_hash!r}; refusing to resume from it "
+                          f"(pass --force to resume anyway)")
     return state
 
 

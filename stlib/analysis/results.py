@@ -173,6 +173,15 @@ def collect(outputs_dir: str | Path = "outputs"):
     return frame
 
 
+def with_model_labels(runs):
+    """``runs`` with each row's ``model`` replaced by its ``model_label`` where it has one: a
+    shrunken (quick) model keeps its settings in its row name, so it never takes the published
+    model's row or bar."""
+    if "model_label" not in runs:
+        return runs
+    return runs.assign(model=runs["model_label"].fillna(runs["model"]))
+
+
 def make_table(runs, name: str, *, finished_only: bool = True):
     """The table ``name`` (see :data:`TABLES`) from ``collect()``'s frame.
 
@@ -191,8 +200,7 @@ def make_table(runs, name: str, *, finished_only: bool = True):
     mine = runs[runs["study"] == spec.study] if "study" in runs else runs.iloc[0:0]
     if finished_only and "status" in mine:
         mine = mine[mine["status"] == "finished"]
-    if "model_label" in mine:  # a shrunken (quick) model keeps its settings in its row name
-        mine = mine.assign(model=mine["model_label"].fillna(mine["model"]))
+    mine = with_model_labels(mine)
     rows: dict[tuple, dict[str, Any]] = {}
     if not mine.empty and all(k in mine for k in keys):
         grouped = mine.groupby(keys, dropna=False, sort=True)
@@ -278,8 +286,8 @@ def accuracy_plot(runs, x: str = "neuron", hue: str = "model", study: str | None
     frame = runs[runs["status"] == "finished"] if "status" in runs else runs
     if study is not None and "study" in frame:
         frame = frame[frame["study"] == study]
-    if "model_label" in frame and hue == "model":  # a quick run is not the published model
-        frame = frame.assign(model=frame["model_label"].fillna(frame["model"]))
+    if hue == "model":
+        frame = with_model_labels(frame)
     datasets = sorted(frame["dataset"].dropna().unique()) if "dataset" in frame else []
     fig, axes = plt.subplots(1, max(1, len(datasets)), figsize=(max(8, 4.5 * len(datasets)), 3.4),
                              squeeze=False)
@@ -347,4 +355,5 @@ def learning_curves_plot(runs, study: str | None = None, title: str | None = Non
 
 __all__ = ["PUBLISHED", "PUBLISHED_SOURCE", "TABLES", "TableSpec", "accuracy_plot", "collect",
            "learning_curves_frame", "learning_curves_plot", "make_table", "tables",
+           "with_model_labels",
            "to_markdown", "write_tables"]
