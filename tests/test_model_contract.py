@@ -67,6 +67,8 @@ ROWS = [
     Row("spikingresformer_ti_cifar", TINY, (2, 2, 1, 8, 8), "stages.2", train_first=True),
     Row("swformer_4_384", TINY, (2, 2, 1, 8, 8), "blocks.0.mlp.input",
         {"*mixer.*wt.neurons.*": 1.0}, own_type=("*mixer.*wt.neurons.*",)),  # ternary NegIF
+    Row("swformer_dvs_2_256", {**TINY, "in_chans": 2}, (2, 2, 2, 8, 8), "blocks.0.mlp.input",
+        {"*mixer.*wt.neurons.*": 1.0}, own_type=("*mixer.*wt.neurons.*",)),  # the event mixer
     Row("vit_4_384", TINY, (2, 2, 1, 8, 8), "blocks.0.mlp.0", spiking=False),
 ]
 NEURON_TYPES = NEURONS.names()

@@ -17,6 +17,49 @@ def test_cifar_parameter_count_matches_the_official_code(num_classes, expected):
     assert meta_count("swformer_4_384", num_classes=num_classes) == expected
 
 
+# the official factories, built with their run.sh / train.py settings (imagenet FL_blocks 2;
+# event depth 2, flblocks 4, dim 256)
+@pytest.mark.parametrize("name, expected", [
+    ("swformer_6_512", 21_806_632), ("swformer_8_512", 27_600_424), ("swformer_dvs_2_256", 2_157_834)])
+def test_imagenet_and_event_parameter_counts_match_the_official_code(name, expected):
+    assert meta_count(name) == expected
+
+
+def test_imagenet_config_has_the_spiking_head_and_256_input():
+    model = meta_model("swformer_8_512")
+    assert model.patch_embed.grid == 16 and model.blocks[0].mixer.haar_weight.shape == (2, 256, 256)
+    assert type(model.head).__name__ == "SpikingTokenHead"
+    with pytest.raises(ValueError, match="power-of-two token grid; image size 224 gives 14x14"):
+        create_model("swformer_8_512", img_size=224)
+    with pytest.raises(ValueError, match="unknown SWformer head 'cls'; valid: mean, spiking"):
+        SWformer(head="cls", **TINY)
+
+
+def test_haar_threshold_reaches_the_ternary_neurons():
+    model = create_model("swformer_4_384", haar_threshold=0.5, **TINY)
+    ternary = [m for m in model.modules() if isinstance(m, NegIF)]
+    assert len(ternary) == 3 and all(threshold(n) == 0.5 and n.neg_v_threshold == 0.5 for n in ternary)
+
+
+def test_event_mixer_reads_the_dilated_wavelet_output_in_its_conv_paths():
+    torch.manual_seed(0)
+    fatm = create_model("swformer_dvs_2_256", **{**TINY, "in_chans": 2}).blocks[0].mixer.eval()
+    x = torch.randn(2, 3, 16, 16) * 3  # [T, B, N = 4x4, D]
+    out = fatm(x)
+    # by hand, from the module's own parts
+    from stlib.layers.grid import grid_to_tokens, max3x3, tokens_to_grid
+    from stlib.layers.multistep import seq_to_batch
+    s = max3x3(fatm.x_neuron(tokens_to_grid(x)))
+    a = fatm.haar_neuron(seq_to_batch(fatm.dwt_bn, fatm.dwt(s)))
+    T, B, C, H, W = s.shape
+    a = torch.einsum("tbgjhw,gjk->tbgkhw", a.reshape(T, B, fatm.groups, fatm.group_size, H, W), fatm.haar_weight).reshape(s.shape)
+    w = max3x3(seq_to_batch(fatm.idwt_bn, fatm.idwt(seq_to_batch(fatm.mix_bn, a))))
+    expected = fatm.grouped(fatm.conv1, fatm.conv1_bn, w) + fatm.grouped(fatm.conv2, fatm.conv2_bn, w)
+    assert s.abs().sum() > 0 and torch.allclose(out, grid_to_tokens(expected))
+    static = create_model("swformer_4_384", **TINY).blocks[0].mixer
+    assert not static.event and fatm.event
+
+
 def test_cifar_parameter_breakdown_per_part():
     model = meta_model("swformer_4_384")
     fatm = model.blocks[0].mixer
@@ -92,3 +135,11 @@ def test_params_files_load(dataset):
     config = load_params(f"params/swformer/{dataset}.yaml")
     assert config.model.name == "swformer_4_384" and config.train.lr == 1.5e-3
     assert config.train.warmup_lr == (8e-5 if dataset == "cifar10" else 1e-5)
+
+
+def test_imagenet_and_dvs_params_files_hold_the_official_recipes():
+    imagenet = load_params("params/swformer/imagenet.yaml")
+    assert (imagenet.model.name, imagenet.data.img_size, imagenet.train.opt) == ("swformer_8_512", 256, "lamb")
+    assert (imagenet.train.warmup_epochs, imagenet.train.mixup_prob) == (30, 0.6)
+    dvs = load_params("params/swformer/cifar10_dvs.yaml")
+    assert (dvs.model.name, dvs.model.T, dvs.train.lr, dvs.train.mixup_off_epoch) == ("swformer_dvs_2_256", 16, 5e-3, 75)
