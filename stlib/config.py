@@ -136,13 +136,15 @@ class TrainConfig:
     tet_lambda: float = 1e-3
     tet_phi: float = 1.0
     clip_grad: float | None = None
-    amp: bool = True  # mixed precision on CUDA (ignored on CPU)
+    amp: bool = True  # fp16 mixed precision on CUDA (ignored on CPU)
+    cpu_bf16: bool = False  # bf16 autocast on CPU (opt-in; README "Performance")
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     accum_steps: int = 1  # gradient accumulation: micro-batches per optimizer step
     sync_bn: bool = False  # SyncBatchNorm under DDP (CUDA only)
     deterministic: bool = False  # deterministic kernels (slower; see README "Long runs")
     progress: bool = True  # tqdm bars (loss, accuracy and lr in the bar)
     tensorboard: bool = True  # also log each epoch's curves to <run_dir>/tensorboard
+    compile: bool = False  # torch.compile the network for training and validation (README "Speed")
     eval_batches: int | None = None  # limit validation batches (None: all)
     firing_batches: int = 2  # validation batches used for the firing-rate summary
 
@@ -156,7 +158,7 @@ SECTIONS: dict[str, type] = {
 }
 #: Keys that do not change results, left out of the config hash.
 UNHASHED = {("experiment", "output_dir"), ("data", "num_workers"), ("data", "root"),
-            ("train", "device"), ("train", "progress"), ("train", "tensorboard"),
+            ("train", "device"), ("train", "progress"), ("train", "tensorboard"), ("train", "compile"),
             ("neuron", "backend")}
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from .data import build_dataloaders
 from .models import load_official, published_checkpoint
 from .params import Config
-from .build import build_model, resolve_device
+from .build import autocast_dtype, build_model, resolve_device
 from .train import evaluate
 
 
@@ -32,7 +32,7 @@ def evaluate_checkpoint(config: Config, checkpoint: str | Path,
     load_official(model.net, checkpoint)
     model = model.to(device)
     start = time.perf_counter()
-    metrics = evaluate(model, bundle.val_loader, device, amp=config.train.amp and device.type == "cuda",
+    metrics = evaluate(model, bundle.val_loader, device, amp=autocast_dtype(config, device),
                        max_batches=max_batches)
     published = published_checkpoint(config.model.name)
     seen = len(bundle.val_loader.dataset) if max_batches is None else None

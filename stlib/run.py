@@ -15,8 +15,9 @@ from torch import nn
 
 from .analysis.energy import energy_report
 from .analysis.firing import firing_rates_per_step, mean_firing_rate
-from .build import (build_model, build_optimization, count_parameters, device_name, first_neuron,
-                    model_label, resolve_device, seed_everything, set_determinism)
+from .build import (autocast_dtype, build_model, build_optimization, compile_model, count_parameters,
+                    device_name, first_neuron, model_label, resolve_device, seed_everything,
+                    set_determinism)
 from .config import Config
 from .data import DataBundle, build_dataloaders
 from .distributed import Distributed, init_distributed
@@ -74,13 +75,14 @@ class Run:
         if ddp.enabled and config.train.sync_bn and device.type == "cuda":
             net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
         optimization = build_optimization(config, net, bundle.num_classes)
-        amp = config.train.amp and device.type == "cuda"
+        scaled = autocast_dtype(config, device) == torch.float16  # bf16 needs no loss scaling
         return cls(config, device, ddp, bundle, net, *optimization,
-                   scaler=torch.amp.GradScaler(device.type, enabled=amp))
+                   scaler=torch.amp.GradScaler(device.type, enabled=scaled))
 
     @property
-    def amp(self) -> bool:
-        return self.scaler.is_enabled()
+    def amp(self) -> torch.dtype | None:
+        """The autocast dtype (None: fp32)."""
+        return autocast_dtype(self.config, self.device)
 
     @property
     def ckpt_dir(self) -> Path:
@@ -110,8 +112,9 @@ class Run:
     def start(self) -> None:
         """Wrap in DDP, write config.yaml, fill the summary's fixed part, set the schedule."""
         config, net = self.config, self.net
-        self.model = net if not self.ddp.enabled else nn.parallel.DistributedDataParallel(
+        model = net if not self.ddp.enabled else nn.parallel.DistributedDataParallel(
             net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.model = compile_model(model, config.train.compile)  # checkpoints keep using net
         if self.ddp.is_main:
             config.run_dir.mkdir(parents=True, exist_ok=True)
             config.save(config.run_dir / "config.yaml")

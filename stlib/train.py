@@ -94,15 +94,16 @@ def run_epoch(run: Run, epoch: int, stop: StopSignal, tic: float) -> list[float]
     return run.ddp.all_sum([state.loss_sum, state.correct, state.seen], run.device)
 
 
-def train_one_epoch(model, loader, optimizer, loss_fn, device, *, scaler, amp: bool, mixup,
+def train_one_epoch(model, loader, optimizer, loss_fn, device, *, scaler, amp: torch.dtype | None, mixup,
                     clip_grad: float | None, accum_steps: int, progress: bool, epoch: int,
                     state: EpochState, stop: StopSignal | None = None,
                     ddp: Distributed = Distributed(), on_stop=None) -> EpochState:
     """Train over ``loader`` (which already skips ``state.step`` batches when resuming).
 
-    A batch is split into ``accum_steps`` interleaved micro-batches (``x[j::accum_steps]``),
-    whose gradients are summed before one optimizer step: exactly what ``accum_steps`` DDP
-    processes would compute on their shares of the same global batch.
+    ``amp``: the autocast dtype (None: fp32). A batch is split into ``accum_steps`` interleaved
+    micro-batches (``x[j::accum_steps]``), whose gradients are summed before one optimizer
+    step: exactly what ``accum_steps`` DDP processes would compute on their shares of the same
+    global batch.
     """
     model.train()
     bar = _progress(loader, progress, desc=f"epoch {epoch}", leave=False)
@@ -123,7 +124,7 @@ def train_one_epoch(model, loader, optimizer, loss_fn, device, *, scaler, amp: b
             sync = j == accum_steps - 1 or not ddp.enabled
             no_sync = not sync and hasattr(model, "no_sync")
             with model.no_sync() if no_sync else contextlib.nullcontext():
-                with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+                with torch.autocast(device.type, dtype=amp or torch.float16, enabled=amp is not None):
                     logits = model(micro_x)
                     loss = loss_fn(logits, micro_y)
                 if not torch.isfinite(loss):
@@ -153,7 +154,7 @@ def train_one_epoch(model, loader, optimizer, loss_fn, device, *, scaler, amp: b
 
 
 @torch.no_grad()
-def evaluate(model, loader, device, *, amp: bool, max_batches: int | None = None,
+def evaluate(model, loader, device, *, amp: torch.dtype | None, max_batches: int | None = None,
              ddp: Distributed = Distributed()) -> dict[str, float]:
     """Validation loss, top-1 and top-5 (percent), summed over this rank's share and reduced."""
     model.eval()
@@ -163,7 +164,7 @@ def evaluate(model, loader, device, *, amp: bool, max_batches: int | None = None
         if max_batches is not None and i >= max_batches:
             break
         images, labels = images.to(device), labels.to(device)
-        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+        with torch.autocast(device.type, dtype=amp or torch.float16, enabled=amp is not None):
             logits = model(images)
         logits = logits.mean(0) if logits.dim() == 3 else logits  # per-step (TET) logits
         total_loss += loss_fn(logits.float(), labels).item()

@@ -227,6 +227,31 @@ def test_tet_loss_trains_on_per_step_logits(tmp_path):
     assert losses[1] < losses[0]
 
 
+def test_cpu_bf16_trains_under_bf16_autocast_without_a_scaler(tmp_path, monkeypatch):
+    from stlib import build
+    from stlib.run import Run
+
+    config = tiny_config(tmp_path, "train.cpu_bf16=true", "train.epochs=2")
+    assert build.autocast_dtype(config, torch.device("cpu")) is torch.bfloat16
+    assert build.autocast_dtype(tiny_config(tmp_path), torch.device("cpu")) is None  # amp is CUDA-only
+    assert build.autocast_dtype(tiny_config(tmp_path, "train.amp=true"), torch.device("cuda")) is torch.float16
+    seen = []
+    real = torch.autocast
+
+    def spy(device_type, dtype=None, enabled=True, **kwargs):
+        seen.append((device_type, dtype, enabled))
+        return real(device_type, dtype=dtype, enabled=enabled, **kwargs)
+
+    monkeypatch.setattr(train_mod.torch, "autocast", spy)
+    record = fit(config)
+    monkeypatch.undo()
+    assert seen and set(seen) == {("cpu", torch.bfloat16, True)}
+    assert not Run.set_up(config).scaler.is_enabled()
+    assert record.finished and record.summary["final_acc1"] > 10.0
+    losses = [r["train_loss"] for r in record.metrics]
+    assert losses[1] < losses[0]
+
+
 @pytest.mark.slow
 def test_pixel_sequences_train_through_fit(tmp_path, shared_data, monkeypatch):
     """psMNIST through the real trainer (MNIST cut to 256 / 128 images to stay fast): the

@@ -63,15 +63,18 @@ def _spike_term(gs: Tensor, u: Tensor, spec: Spec, surrogate_grad) -> Tensor:
     return gs * surrogate_grad(u)
 
 
-#: Neurons per chunk: every step of a chunk runs before the next chunk starts, so a step's
-#: temporaries (about eight chunk-sized tensors) stay in a core's L2 cache instead of
+#: Neurons per chunk and thread: every step of a chunk runs before the next chunk starts, so a
+#: step's temporaries (about eight chunk-sized tensors) stay in the cores' L2 caches instead of
 #: streaming full-size tensors through memory once per elementwise op.
 CHUNK = 1 << 15
 
 
 def _chunks(n: int):
-    for start in range(0, n, CHUNK):
-        yield slice(start, min(start + CHUNK, n))
+    # torch splits an elementwise op over threads only in pieces of at least 32K elements (its
+    # grain size), so a 32K chunk would run on one thread: give every thread one
+    size = CHUNK * max(1, torch.get_num_threads())
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
 
 
 def _forward_chunk(x: Tensor, h_seq: Tensor, spikes: Tensor, k: Tensor, spec: Spec) -> Tensor:
