@@ -20,13 +20,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import Config, ConfigError
+from .config import Config, ConfigError, NeuronConfig
 from .data import DataBundle
 from .encoders import InputEncoder
 from .layers.sequence import SequenceAsRow
 from .losses import TETLoss
 from .models import create_model
 from .neurons import neuron_factory, neurons_of
+from .neurons.registry import neuron_settings
 
 
 class TimeFirst(nn.Module):
@@ -34,6 +35,16 @@ class TimeFirst(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.transpose(0, 1)
+
+
+def neuron_config_settings(neuron: NeuronConfig) -> dict:
+    """The settings of ``config.neuron`` that go to the neuron: the ones set (not None), less
+    those left at their default that this neuron type does not take (the default
+    ``detach_reset: true`` means nothing to MultiSpike, which has no reset). A setting changed
+    from its default still reaches the neuron, so a wrong one fails naming the valid keys."""
+    defaults, valid = vars(NeuronConfig()), neuron_settings(neuron.type)
+    return {k: v for k, v in vars(neuron).items()
+            if k != "type" and v is not None and (k in valid or v != defaults[k])}
 
 
 def build_model(config: Config, bundle: DataBundle) -> nn.Sequential:
@@ -46,8 +57,7 @@ def build_model(config: Config, bundle: DataBundle) -> nn.Sequential:
     normalized, so an encoding other than ``direct`` is refused for them.
     """
     T = config.model.T
-    settings = {k: v for k, v in vars(config.neuron).items() if k != "type" and v is not None}
-    neuron = neuron_factory(config.neuron.type, T=T, **settings)
+    neuron = neuron_factory(config.neuron.type, T=T, **neuron_config_settings(config.neuron))
     arch = dict(num_classes=config.model.num_classes or bundle.num_classes, T=T,
                 img_size=bundle.img_size, in_chans=bundle.in_chans)
     if config.train.loss == "tet":  # TET trains on every time step's logits [T, B, classes]

@@ -113,6 +113,8 @@ class NeuronConfig:
     init_tau: float | None = None  # PLIF
     decay_input: bool | None = None
     v_threshold: float | None = None  # the model keeps its own attention thresholds
+    max_spikes: int | None = None  # MultiSpike: the largest count D (4)
+    round_half_up: bool | None = None  # MultiSpike: QSD's floor(x + 1/2) (default: to even)
     backend: str | None = None  # auto (fused kernels where supported) | reference | triton
 
 
@@ -160,6 +162,8 @@ SECTIONS: dict[str, type] = {
 UNHASHED = {("experiment", "output_dir"), ("data", "num_workers"), ("data", "root"),
             ("train", "device"), ("train", "progress"), ("train", "tensorboard"), ("train", "compile"),
             ("neuron", "backend")}
+#: Keys added after runs were recorded: hashed only when set, so older run ids still resume.
+HASHED_WHEN_SET = {("neuron", "max_spikes"), ("neuron", "round_half_up")}
 
 
 @dataclass
@@ -179,6 +183,9 @@ class Config:
         hashed = self.to_dict()
         for section, key in UNHASHED:
             hashed[section].pop(key)
+        for section, key in HASHED_WHEN_SET:
+            if hashed[section][key] is None:
+                hashed[section].pop(key)
         blob = json.dumps(hashed, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
 

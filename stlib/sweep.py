@@ -363,7 +363,7 @@ def _short_error(err: Exception) -> str:
     if frames and not isinstance(err, (ConfigError, UnknownNameError, SweepError)) \
             and not hasattr(err, "ename"):  # an error of the runner itself: say where
         text += f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})"
-    return " ".join(text.split())[:500]
+    return " ".join(text.split())[:1500]  # room for the list of valid names
 
 
 def main(argv: list[str] | None = None) -> int:

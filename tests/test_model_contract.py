@@ -56,6 +56,10 @@ ROWS = [
     Row("sdt_v2_15m_cifar", {**TINY, "last_dim": 24, "depth": 4, "strides": (1, 1, 2, 2, 1)},
         (2, 3, 1, 8, 8), "stage4", ATTN,
         quick=dict(ratio=0.99)),  # 28 neurons deep, a spiking head on 4 tokens: slow start
+    Row("e_spikeformer_s_cifar", {**TINY, "last_dim": 24, "depth": 4, "strides": (1, 1, 2, 2, 1)},
+        (2, 3, 1, 8, 8), "stage4", quick=dict(ratio=0.99)),  # MultiSpike, its own default
+    Row("qsd_8_15m_cifar", {**TINY, "last_dim": 24, "depth": 4, "strides": (1, 1, 2, 2, 1)},
+        (2, 3, 1, 8, 8), "stage4", quick=dict(ratio=0.99)),  # 4-bit weights, IE-LIF
     Row("spikingformer_4_384", TINY, (2, 3, 1, 8, 8), "blocks.0.mlp.input", ATTN),
     Row("qkformer_4_384", TINY, (2, 3, 1, 8, 8), "stages.2", ATTN,
         quick=dict(ratio=0.95)),  # 5 heavy stages: a slower start

@@ -10,16 +10,18 @@ from torch import nn
 from torch.func import functional_call
 
 from stlib.neurons import (CLIF, GLIF, KLIF, LIF, NEURONS, PLIF, SURROGATES, BaseNeuron, IFHard,
-                           IFSoft, create_neuron, is_neuron, neuron_factory, neurons_of)
+                           IFSoft, MultiSpike, create_neuron, is_neuron, neuron_factory,
+                           neurons_of)
 from stlib.neurons.surrogate import Sigmoid
 from stlib.registry import UnknownNameError
 
 NAMES = NEURONS.names()
 CANONICAL = {"LIF": LIF, "IF": IFHard, "IFSoft": IFSoft, "PLIF": PLIF, "CLIF": CLIF, "GLIF": GLIF,
-             "KLIF": KLIF}
+             "KLIF": KLIF, "MultiSpike": MultiSpike}
 ALIASES = {"lif": LIF, "if": IFHard, "IFHard": IFHard, "if_hard": IFHard, "IF_hard": IFHard,
            "ifsoft": IFSoft, "if_soft": IFSoft, "IF_soft": IFSoft, "plif": PLIF, "clif": CLIF,
-           "glif": GLIF, "klif": KLIF}
+           "glif": GLIF, "klif": KLIF, "multispike": MultiSpike, "multi_spike": MultiSpike}
+STATELESS = {n for n in NAMES if NEURONS.get(n).stateless}  # MultiSpike: no state over T
 
 
 def build(name: str, T: int = 4, **settings) -> BaseNeuron:
@@ -125,6 +127,30 @@ def test_hand_computed_trace(case):
         assert torch.allclose(neuron.v, expected_v, atol=atol, rtol=0), neuron.v.tolist()
 
 
+def test_multispike_is_the_official_integer_activation_with_a_straight_through_gradient():
+    # E-SpikeFormer's MultiSpike: round(clamp(x, 0, 4)) / 4; backward 1/4 inside (0, 4), else 0
+    x = torch.tensor([[-0.7, 0.2, 0.49, 0.51, 1.3, 2.5, 3.6, 4.2, 9.0]], requires_grad=True)
+    out = MultiSpike()(x)
+    assert out.tolist() == [[0.0, 0.0, 0.0, 0.25, 0.25, 0.5, 1.0, 1.0, 1.0]]  # 2.5 -> 2 (half to even)
+    out.sum().backward()
+    assert x.grad.tolist() == [[0.0, 0.25, 0.25, 0.25, 0.25, 0.25, 0.25, 0.0, 0.0]]
+    head = MultiSpike(norm=1.0)(x.detach())  # the head neuron: integer counts
+    assert head.tolist() == [[0.0, 0.0, 0.0, 1.0, 1.0, 2.0, 4.0, 4.0, 4.0]]
+    eight = MultiSpike(v_threshold=0.5, max_spikes=8)(x.detach())  # levels every 0.5, up to 8
+    assert eight.tolist() == [[0.0, 0.0, 0.125, 0.125, 0.375, 0.625, 0.875, 1.0, 1.0]]
+    # another surrogate reaches every step: atan's slope is nonzero outside (0, 4) too
+    y = x.detach().clone().requires_grad_()
+    MultiSpike(surrogate="atan")(y).sum().backward()
+    assert y.grad[0, 0] > 0 and y.grad[0, -1] > 0
+
+
+@pytest.mark.parametrize("setting", [{"max_spikes": 0}, {"max_spikes": 2.5}, {"v_threshold": 0.0},
+                                     {"norm": -1.0}])
+def test_multispike_refuses_bad_settings(setting):
+    with pytest.raises(ValueError, match=next(iter(setting))):
+        MultiSpike(**setting)
+
+
 def test_clif_complementary_potential_track():
     neuron = CLIF(store_v_seq=True)
     neuron(torch.tensor([1.5, 0.5, 1.0, 1.2, 0.25]).reshape(-1, 1))
@@ -190,7 +216,10 @@ def test_shape_dtype_binary_and_state(name):
     x = _input(4, 2, 3, 5)
     s = neuron(x)
     assert s.shape == x.shape and s.dtype == x.dtype
-    assert set(s.unique().tolist()) == {0.0, 1.0}  # binary, and the input does make it fire
+    if name in STATELESS:  # multi-level: counts 0..4 over norm 4, and several levels occur
+        assert set(s.unique().tolist()) <= {0.0, 0.25, 0.5, 0.75, 1.0} and len(s.unique()) >= 3
+    else:
+        assert set(s.unique().tolist()) == {0.0, 1.0}  # binary, and the input does make it fire
     assert neuron.v.shape == x.shape[1:] and neuron.v_seq.shape == x.shape
     assert not neuron.v.requires_grad
     neuron.store_v_seq = False
@@ -207,7 +236,8 @@ def test_state_starts_fresh_every_call(name):
     assert torch.equal(first, second) and torch.equal(h_first, h_second)
     # the check can fail: a run that carries the state on into a second copy of x differs
     continued = build(name, T=8)(torch.cat([x, x]))[4:]
-    assert not torch.equal(continued, first)
+    # a stateless neuron gives the same steps either way; any other must differ
+    assert torch.equal(continued, first) == (name in STATELESS)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -250,7 +280,7 @@ def test_gradcheck_bptt_in_smooth_mode(name, surrogate):
     assert torch.autograd.gradcheck(run, (x, *params), eps=1e-6, atol=1e-5)
     # the check is not vacuous: later outputs depend on the first input through the state
     (grad_x,) = torch.autograd.grad(run(x, *params)[1:].sum(), x)
-    assert grad_x[0].abs().sum() > 0
+    assert (grad_x[0].abs().sum() > 0) == (name not in STATELESS)
 
 
 @pytest.mark.parametrize("detach_reset", [False, True])
@@ -279,7 +309,7 @@ def test_temporal_path_exists_for_every_neuron(name):
     neuron = build(name, T=3, surrogate="sigmoid")
     x = torch.tensor([[1.5], [0.4], [0.9]], requires_grad=True)
     neuron(x)[-1].sum().backward()
-    assert x.grad[0].item() != 0.0
+    assert (x.grad[0].item() != 0.0) == (name not in STATELESS)  # none without a state
 
 
 LEARNABLE = {"PLIF": ["w"], "KLIF": ["k"],
@@ -346,7 +376,7 @@ def test_none_settings_keep_the_class_default_and_soft_spells_soft_reset():
 
 DEFAULT_SURROGATES = {"LIF": ("Sigmoid", 4.0), "IF": ("Sigmoid", 4.0), "IFSoft": ("Sigmoid", 4.0),
                       "PLIF": ("Sigmoid", 4.0), "KLIF": ("Sigmoid", 4.0), "CLIF": ("Rectangle", 1.0),
-                      "GLIF": ("Rectangle", 1.0)}
+                      "GLIF": ("Rectangle", 1.0), "MultiSpike": ("Rectangle", 1.0)}
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -421,6 +451,10 @@ def test_neurons_of_and_is_neuron():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_repr_shows_what_arrived(name):
+    if name in STATELESS:  # no reset to show
+        text = repr(build(name, v_threshold=0.25, max_spikes=8))
+        assert "v_threshold=0.25" in text and "max_spikes=8" in text and "norm=8" in text
+        return
     neuron = build(name, v_threshold=0.25, detach_reset=True)
     text = repr(neuron)
     assert "v_threshold=0.25" in text and "detach_reset=True" in text and "v_reset=" in text

@@ -70,10 +70,17 @@ class _OpCounter(TorchDispatchMode):
     def __init__(self, weights: set[int], stack: list[tuple[str, str]]):
         super().__init__()
         self.weights, self.stack, self.records = weights, stack, []
+        self.derived: list[torch.Tensor] = []  # kept alive: a freed address may return as an activation
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         name = func.__name__.split(".")[0]
+        # a tensor computed from weights alone (QSD's quantized weights) is a weight too
+        tensors = [t for t in args if isinstance(t, torch.Tensor)]
+        if tensors and isinstance(out, torch.Tensor) and all(
+                t.untyped_storage().data_ptr() in self.weights for t in tensors):
+            self.weights.add(out.untyped_storage().data_ptr())
+            self.derived.append(out)
         if name in _MATMULS or name == "convolution":
             a, b = _operands(name, args)
             inputs = [t for t in ((a,) if name == "convolution" else (a, b))

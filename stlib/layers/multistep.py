@@ -32,10 +32,11 @@ class ConvBN(nn.Module):
     """``x [T, B, C_in, H, W] -> BN(Conv2d(x)) [T, B, C_out, H', W']`` (no bias: BN follows)."""
 
     def __init__(self, in_chans: int, out_chans: int, kernel_size: int = 3, stride: int = 1,
-                 padding: int | None = None, bias: bool = False):
+                 padding: int | None = None, bias: bool = False, groups: int = 1):
         super().__init__()
         padding = kernel_size // 2 if padding is None else padding
-        self.conv = nn.Conv2d(in_chans, out_chans, kernel_size, stride, padding, bias=bias)
+        self.conv = nn.Conv2d(in_chans, out_chans, kernel_size, stride, padding, bias=bias,
+                              groups=groups)
         self.bn = nn.BatchNorm2d(out_chans)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

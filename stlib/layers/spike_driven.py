@@ -27,7 +27,7 @@ from .multistep import ConvBN, LinearBN, seq_to_batch
 NeuronFactory = Callable[..., nn.Module]
 
 __all__ = ["PreActSPS", "MSSPS", "PreActMLP", "SpikingTokenHead", "PreActSSA", "SDSA",
-           "BNAndPad", "RepConv", "RepConvBN", "SDSA3", "grid_to_tokens", "tokens_to_grid"]
+           "BNAndPad", "RepConv", "RepConvBN", "SDSA3", "LinearSDSA", "grid_to_tokens", "tokens_to_grid"]
 
 
 def _pool_stride(img_size: int, pool_stages: Sequence[bool]) -> int:
@@ -296,20 +296,22 @@ class SDSA3(HeadedAttention):
 
     ``s = SN(x)``; ``Q, K, V = SN(BN(RepConv(s)))`` on the token grid;
     ``Y = SN_attn(Q (K^T V) * scale)`` with the attention neuron at ``attn_v_threshold``
-    (0.5) and scale 0.125; returns ``BN(RepConv(Y))``.
+    (0.5) and scale 0.125; returns ``BN(RepConv(Y))``. ``attn_neuron``, when given, builds
+    the attention neuron instead of ``neuron``.
 
     Takes tokens of a square grid: ``x [T, B, N, D] -> [T, B, N, D]`` (``N = H*W``; the
     depthwise 3x3 inside RepConv needs the grid).
     """
 
     def __init__(self, dim: int, *, num_heads: int, neuron: NeuronFactory, scale: float = 0.125,
-                 attn_v_threshold: float = 0.5):
+                 attn_v_threshold: float | None = 0.5, attn_neuron: NeuronFactory | None = None):
         super().__init__(dim, num_heads)
         self.scale = scale
         self.shortcut_neuron = neuron()
         self.q, self.k, self.v = (RepConvBN(dim) for _ in range(3))
         self.q_neuron, self.k_neuron, self.v_neuron = neuron(), neuron(), neuron()
-        self.attn_neuron = neuron(v_threshold=attn_v_threshold)
+        # attn_neuron: the attention site's own factory (QSD's MultiSpike with norm 2)
+        self.attn_neuron = (attn_neuron or neuron)(v_threshold=attn_v_threshold)
         self.proj = RepConvBN(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -323,3 +325,38 @@ class SDSA3(HeadedAttention):
 
     def extra_repr(self) -> str:
         return f"num_heads={self.num_heads}, scale={self.scale}"
+
+
+@ATTENTIONS.register("sdsa_linear")
+class LinearSDSA(HeadedAttention):
+    """E-SpikeFormer's attention (SDT v3, Yao et al. TPAMI 2025; official
+    ``MS_Attention_linear`` with ``lamda_ratio=4``).
+
+    ``s = SN(x)``; ``Q, K = SN(BN(Linear_nobias(s)))`` (``D -> D``), ``V = SN(BN(Linear_nobias(s)))``
+    widened to ``v_ratio * D``; per head, ``Y = SN_attn((Q K^T) V * scale)`` with no softmax
+    (the official scale is ``2 / sqrt(D / h)``, passed in by the model); returns
+    ``BN(Linear_nobias(Y))`` from ``v_ratio * D`` back to ``D``. The official 1x1 convs on the
+    feature map are these Linears on tokens (same parameters; BN over the same values).
+
+    ``attn_v_threshold`` sets the attention neuron's threshold; ``None`` (E-SpikeFormer) keeps
+    the configured neuron's own. ``x [T, B, N, D] -> [T, B, N, D]``.
+    """
+
+    def __init__(self, dim: int, *, num_heads: int, neuron: NeuronFactory, scale: float = 0.125,
+                 attn_v_threshold: float | None = None, v_ratio: int = 4):
+        super().__init__(dim, num_heads)
+        self.scale, self.v_ratio = scale, int(v_ratio)
+        self.shortcut_neuron = neuron()
+        self.q, self.k = LinearBN(dim, dim, bias=False), LinearBN(dim, dim, bias=False)
+        self.v = LinearBN(dim, self.v_ratio * dim, bias=False)
+        self.q_neuron, self.k_neuron, self.v_neuron = neuron(), neuron(), neuron()
+        self.attn_neuron = neuron(v_threshold=attn_v_threshold)
+        self.proj = LinearBN(self.v_ratio * dim, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.spiking_heads(self.shortcut_neuron(x))  # [T, B, h, N, d] (v: 4d)
+        y = (q @ k.transpose(-2, -1)) @ v * self.scale  # [T, B, h, N, 4d]
+        return self.proj(self.attn_neuron(self.merge(y)))
+
+    def extra_repr(self) -> str:
+        return f"num_heads={self.num_heads}, scale={self.scale:.6g}, v_ratio={self.v_ratio}"

@@ -30,9 +30,18 @@ def model_class(name: str) -> type[nn.Module]:
 
 
 def model_arguments(name: str) -> list[str]:
-    """The keyword arguments the model of ``name`` accepts."""
-    params = inspect.signature(model_class(name).__init__).parameters
-    return sorted(p for p in params if p != "self")
+    """The keyword arguments the model of ``name`` accepts (a subclass's ``**kwargs`` that
+    go on to its parent's ``__init__`` count the parent's too)."""
+    accepted: set[str] = set()
+    for klass in model_class(name).__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(vars(klass)["__init__"]).parameters.values()
+        accepted |= {p.name for p in params
+                     if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return sorted(accepted)
 
 
 def create_model(name: str, *, neuron: Any = None, pretrained: Any = None,

@@ -79,16 +79,42 @@ class SepConv(nn.Module):
         return self.dw_pw2(self.dw_neuron(x))
 
 
+class SpikingSepConv(nn.Module):
+    """E-SpikeFormer's separable conv (official ``SepConv_Spike``): a neuron before each of
+    the three convs and a BN after each, ``BN(PW(SN(BN(DW_k(SN(BN(PW(SN(x)))))))))``,
+    expansion 2, no conv bias (``k`` = 7 in the conv blocks, 3 in the transformer blocks).
+
+    ``x [T, B, C, H, W] -> [T, B, C, H, W]`` (real-valued branch).
+    """
+
+    def __init__(self, dim: int, *, neuron: NeuronFactory, expansion: int = 2,
+                 kernel_size: int = 7):
+        super().__init__()
+        mid = dim * expansion
+        self.pw1_neuron, self.dw_neuron, self.pw2_neuron = neuron(), neuron(), neuron()
+        self.pw1 = ConvBN(dim, mid, kernel_size=1)
+        self.dw = ConvBN(mid, mid, kernel_size=kernel_size, groups=mid)
+        self.pw2 = ConvBN(mid, dim, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pw1(self.pw1_neuron(x))
+        x = self.dw(self.dw_neuron(x))
+        return self.pw2(self.pw2_neuron(x))
+
+
 class ConvBlock(nn.Module):
     """``x = x + SepConv(x); x = x + BN(Conv3x3(SN(BN(Conv3x3(SN(x))))))`` (hidden 4d, no bias).
+    ``sep_conv`` is :class:`SepConv` (Meta-SpikeFormer) or :class:`SpikingSepConv`
+    (E-SpikeFormer).
 
     ``x [T, B, C, H, W] -> [T, B, C, H, W]``.
     """
 
-    def __init__(self, dim: int, *, neuron: NeuronFactory, mlp_ratio: float = 4.0):
+    def __init__(self, dim: int, *, neuron: NeuronFactory, mlp_ratio: float = 4.0,
+                 sep_conv: type[nn.Module] = SepConv):
         super().__init__()
         hidden = int(dim * mlp_ratio)
-        self.sep_conv = SepConv(dim, neuron=neuron)
+        self.sep_conv = sep_conv(dim, neuron=neuron)
         self.conv1_neuron = neuron()
         self.conv1 = ConvBN(dim, hidden)
         self.conv2_neuron = neuron()
@@ -149,21 +175,28 @@ def _repconv_rules(official: str, ours: str) -> tuple[tuple[str, str], ...]:
     )
 
 
-# inside a ConvBlock (SepConv, then a channel MLP of conv1/bn1, conv2/bn2)
+# a ConvBlock's channel MLP (conv1/bn1, conv2/bn2) and a transformer block's token MLP
+CONV_MLP_RENAME = (
+    (r"conv(?P<n>[12])\.(?P<leaf>.+)", r"conv\g<n>.conv.\g<leaf>"),
+    (r"bn(?P<n>[12])\.(?P<leaf>.+)", r"conv\g<n>.bn.\g<leaf>"),
+)
+TOKEN_MLP_RENAME = (
+    (r"mlp\.fc(?P<n>[12])_conv\.(?P<leaf>.+)", r"mlp.fc\g<n>.linear.\g<leaf>"),
+    (r"mlp\.fc(?P<n>[12])_bn\.(?P<leaf>.+)", r"mlp.fc\g<n>.bn.\g<leaf>"),
+)
+# inside a ConvBlock (SepConv, then the channel MLP)
 _CONV_BLOCK_RENAME = (
     (r"Conv\.pwconv1\.(?P<leaf>.+)", r"sep_conv.pw1.conv.\g<leaf>"),
     (r"Conv\.bn1\.(?P<leaf>.+)", r"sep_conv.pw1.bn.\g<leaf>"),
     (r"Conv\.dwconv\.(?P<leaf>.+)", r"sep_conv.dw_pw2.body.0.\g<leaf>"),
     (r"Conv\.pwconv2\.(?P<leaf>.+)", r"sep_conv.dw_pw2.body.1.\g<leaf>"),
     (r"Conv\.bn2\.(?P<leaf>.+)", r"sep_conv.dw_pw2.body.2.\g<leaf>"),
-    (r"conv(?P<n>[12])\.(?P<leaf>.+)", r"conv\g<n>.conv.\g<leaf>"),
-    (r"bn(?P<n>[12])\.(?P<leaf>.+)", r"conv\g<n>.bn.\g<leaf>"),
+    *CONV_MLP_RENAME,
 )
 # inside a transformer block (RepConv Q/K/V/proj attention, conv MLP)
 _TRANSFORMER_BLOCK_RENAME = (
     *(rule for x in ("q", "k", "v", "proj") for rule in _repconv_rules(rf"attn\.{x}_conv", f"attn.{x}")),
-    (r"mlp\.fc(?P<n>[12])_conv\.(?P<leaf>.+)", r"mlp.fc\g<n>.linear.\g<leaf>"),
-    (r"mlp\.fc(?P<n>[12])_bn\.(?P<leaf>.+)", r"mlp.fc\g<n>.bn.\g<leaf>"),
+    *TOKEN_MLP_RENAME,
 )
 
 
@@ -238,21 +271,23 @@ class MetaSpikeFormer(TokenTransformer):
         self.widths = (c0, c1, c2, c3)
 
         def transformers(depth: int, dim: int) -> TokenStage:
-            return TokenStage(build_blocks(
+            return TokenStage(self.build_token_blocks(
                 depth, dim, num_heads=num_heads, mlp_ratio=mlp_ratio, neuron=neuron, attn=attn,
-                attn_kwargs=attn_kwargs, attn_scale=attn_scale, attn_v_threshold=attn_v_threshold,
-                mlp_layer=PreActMLP))
+                attn_kwargs=attn_kwargs, attn_scale=attn_scale, attn_v_threshold=attn_v_threshold))
+
+        def conv_block(dim: int) -> ConvBlock:
+            return ConvBlock(dim, neuron=neuron, mlp_ratio=mlp_ratio, sep_conv=self.sep_conv)
 
         s = strides
         self.stage1 = nn.Sequential(
             Downsample(in_chans, c0 // 2, kernel_size=7, stride=s[0], neuron=None),
-            ConvBlock(c0 // 2, neuron=neuron, mlp_ratio=mlp_ratio),
+            conv_block(c0 // 2),
             Downsample(c0 // 2, c0, kernel_size=3, stride=s[1], neuron=neuron),
-            ConvBlock(c0, neuron=neuron, mlp_ratio=mlp_ratio),
+            conv_block(c0),
         )
         self.stage2 = nn.Sequential(
             Downsample(c0, c1, kernel_size=3, stride=s[2], neuron=neuron),
-            *(ConvBlock(c1, neuron=neuron, mlp_ratio=mlp_ratio) for _ in range(2)),
+            *(conv_block(c1) for _ in range(2)),
         )
         self.stage3 = nn.Sequential(
             Downsample(c1, c2, kernel_size=3, stride=s[3], neuron=neuron),
@@ -262,9 +297,21 @@ class MetaSpikeFormer(TokenTransformer):
             Downsample(c2, c3, kernel_size=3, stride=s[4], neuron=neuron),
             transformers(depth // 4, c3),
         )
-        self.head = SpikingTokenHead(c3, num_classes, neuron=neuron if head_lif else None,
+        self.head = SpikingTokenHead(c3, num_classes,
+                                     neuron=self.head_neuron(neuron) if head_lif else None,
                                      per_step=per_step_logits, spatial=True)
         self.head.apply(_init_weights)  # trunc_normal(0.02) on the head; convs keep torch's init
+
+    #: the conv blocks' separable conv (E-SpikeFormer: :class:`SpikingSepConv`)
+    sep_conv: type[nn.Module] = SepConv
+
+    def build_token_blocks(self, depth: int, dim: int, **block_args) -> nn.ModuleList:
+        """The blocks of one transformer stage (E-SpikeFormer adds a conv mixer)."""
+        return build_blocks(depth, dim, mlp_layer=PreActMLP, **block_args)
+
+    def head_neuron(self, neuron: NeuronFactory) -> NeuronFactory:
+        """The neuron before the classifier (E-SpikeFormer's counts spikes, ``norm=1``)."""
+        return neuron
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.to_sequence(x)  # [T, B, C, H, W]

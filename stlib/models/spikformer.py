@@ -50,13 +50,17 @@ def default_neuron(T: int) -> NeuronFactory:
 def build_blocks(depth: int, dim: int, *, num_heads: int, mlp_ratio: float,
                  neuron: NeuronFactory, attn: str | type[nn.Module],
                  attn_kwargs: dict[str, Any] | None, attn_scale: float, attn_v_threshold: float,
-                 mlp_layer: Callable[..., nn.Module]) -> nn.ModuleList:
+                 mlp_layer: Callable[..., nn.Module],
+                 conv_layer: Callable[..., nn.Module] | None = None,
+                 layer_scale: float | None = None) -> nn.ModuleList:
     """``depth`` x ``SpikingBlock(attn, mlp)`` on tokens ``[T, B, N, dim]``.
 
     ``attn`` is looked up in :data:`stlib.layers.ATTENTIONS` and called as
     ``attn(dim, num_heads=, neuron=, scale=, attn_v_threshold=, **attn_kwargs)``: a plugged-in
     attention's own extras (STAtten's ``chunk_size``) ride in ``attn_kwargs``.
-    ``mlp_layer(dim, hidden, neuron=)`` builds the MLP (hidden = ``mlp_ratio * dim``).
+    ``mlp_layer(dim, hidden, neuron=)`` builds the MLP (hidden = ``mlp_ratio * dim``), and
+    ``conv_layer(dim, neuron=)``, when given, a conv token mixer before the attention;
+    ``layer_scale`` gives every block learned branch scales (QSD).
     """
     attn_cls = get_attention(attn)
     _check_attention_extras(attn_cls, attn_kwargs or {})
@@ -66,6 +70,8 @@ def build_blocks(depth: int, dim: int, *, num_heads: int, mlp_ratio: float,
             attn=attn_layer(dim, num_heads=num_heads, neuron=neuron, scale=attn_scale,
                             attn_v_threshold=attn_v_threshold),
             mlp=mlp_layer(dim, int(dim * mlp_ratio), neuron=neuron),
+            conv=conv_layer(dim, neuron=neuron) if conv_layer is not None else None,
+            layer_scale=layer_scale, dim=dim,
         )
         for _ in range(depth)
     )

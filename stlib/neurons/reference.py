@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from stlib.neurons import kernels
 from stlib.neurons.surrogate import create_surrogate
 
-__all__ = ["BaseNeuron", "LIF", "IFHard", "IFSoft", "PLIF", "CLIF", "GLIF", "KLIF"]
+__all__ = ["BaseNeuron", "LIF", "IFHard", "IFSoft", "PLIF", "CLIF", "GLIF", "KLIF", "MultiSpike"]
 
 
 def _check_tau(cls_name: str, name: str, tau: float) -> float:
@@ -48,6 +48,7 @@ class BaseNeuron(nn.Module):
       is detached in the reset only (its surrogate gradient still reaches the output).
 
     Subclasses override ``charge`` (and ``init_state`` / ``reset`` when they carry more state).
+    ``stateless`` marks a neuron whose steps do not interact (:class:`MultiSpike`).
     ``requires_T`` says whether the constructor needs the number of time steps (GLIF).
     ``default_surrogate`` is the registry name used when ``surrogate=None``.
     ``kernel_kind`` names the fused kernel family that re-implements a class's dynamics
@@ -56,6 +57,7 @@ class BaseNeuron(nn.Module):
     """
 
     requires_T: ClassVar[bool] = False
+    stateless: ClassVar[bool] = False  # True: each step on its own, nothing carried over T
     default_surrogate: ClassVar[str] = "sigmoid"
     kernel_kind: ClassVar[str | None] = None
     _backend: str = "auto"
@@ -537,3 +539,78 @@ class KLIF(BaseNeuron):
     def extra_repr(self) -> str:
         return (f"tau={self.tau}, decay_input={self.decay_input}, scale_reset={self.scale_reset}, "
                 f"{self._reset_repr()}")
+
+
+class MultiSpike(BaseNeuron):
+    """Integer-valued "multi-spike" activation of E-SpikeFormer (SDT v3, Yao et al. TPAMI 2025,
+    Spike Firing Approximation; the official ``MultiSpike``) and QSD's IE-LIF.
+
+    ``x_seq [T, ...] -> [T, ...]``, each step on its own (no membrane carried over T):
+
+    * ``k_t = round(clamp(X_t / v_threshold, 0, D))``, an integer spike count in ``0..D``
+      (``D = max_spikes``, 4 in the paper). ``torch.round`` rounds halves to even, as
+      E-SpikeFormer's code; ``round_half_up=True`` is QSD's ``floor(x + 1/2)``. Ties are
+      common where the input is itself a product of counts (the attention);
+    * output ``k_t / norm`` (``norm`` defaults to D, so outputs lie in ``{0, 1/D, ..., 1}``;
+      E-SpikeFormer's head neuron uses ``norm=1``).
+
+    At inference the count ``k`` is sent as k binary spikes over D virtual time steps, so the
+    mean output (``k / D``) is the firing rate per virtual step. Backward: ``k`` is the sum of
+    D Heaviside steps at ``u = j - 1/2`` and each step gets the surrogate's derivative; the
+    default ``rectangle`` with alpha 1 sums to 1 on ``(0, D)`` and 0 outside, the official
+    straight-through estimator (the two differ only at the integers, where the boxes touch).
+    ``v_threshold`` scales the level spacing (1.0 in the paper).
+    """
+
+    default_surrogate = "rectangle"
+    stateless = True
+
+    def __init__(self, v_threshold: float = 1.0, max_spikes: int = 4, norm: float | None = None, *,
+                 round_half_up: bool = False, surrogate: str | nn.Module | None = None,
+                 alpha: float | None = None, store_v_seq: bool = False):
+        super().__init__(v_threshold=v_threshold, v_reset=None, detach_reset=False,
+                         surrogate=surrogate, alpha=alpha, store_v_seq=store_v_seq)
+        if int(max_spikes) != max_spikes or max_spikes < 1:
+            raise ValueError(f"MultiSpike: max_spikes must be a positive integer, got {max_spikes!r}")
+        if not self.v_threshold > 0:
+            raise ValueError(f"MultiSpike: v_threshold must be > 0, got {v_threshold}")
+        self.max_spikes = int(max_spikes)
+        self.norm = float(self.max_spikes if norm is None else norm)
+        self.round_half_up = bool(round_half_up)
+        if not self.norm > 0:
+            raise ValueError(f"MultiSpike: norm must be > 0, got {norm}")
+
+    def forward(self, x_seq: Tensor) -> Tensor:
+        """``x_seq [T, ...] -> k / norm [T, ...]`` (same dtype, values in ``{0, 1, ..., D} / norm``)."""
+        self.check_input(x_seq)
+        u = x_seq.to(torch.promote_types(x_seq.dtype, torch.float32)) / self.v_threshold
+        self.v = u[-1].detach()
+        self.v_seq = u.detach() if self.store_v_seq else None
+        return self.count(u).to(x_seq.dtype)
+
+    def count(self, u: Tensor) -> Tensor:
+        """``u = X / v_threshold`` -> ``k / norm``."""
+        # k as D Heaviside steps at u = j - 1/2: the surrogate gives each step its gradient
+        # (in smooth mode, its primitive); the value is the official round(clamp(u, 0, D))
+        steps = sum(self.surrogate(u - (j - 0.5)) for j in range(1, self.max_spikes + 1))
+        if self.surrogate.spiking:
+            clamped = torch.clamp(u, 0.0, float(self.max_spikes))
+            k = torch.floor(clamped + 0.5) if self.round_half_up else torch.round(clamped)
+            k = k + (steps - steps.detach())
+        else:
+            k = steps
+        return k / self.norm
+
+    # one step at a time (TIM drives its neurons so): nothing is carried to the next step
+    def charge(self, x: Tensor, t: int) -> None:
+        self.v = x / self.v_threshold
+
+    def fire(self) -> Tensor:
+        return self.count(self.v)
+
+    def reset(self, spike: Tensor) -> None:
+        pass
+
+    def extra_repr(self) -> str:
+        return (f"v_threshold={_fmt(self.v_threshold)}, max_spikes={self.max_spikes}, "
+                f"norm={self.norm:g}" + (", round_half_up=True" if self.round_half_up else ""))
