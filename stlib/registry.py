@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import inspect
 from typing import Callable, Generic, Iterable, TypeVar
 
 T = TypeVar("T")
@@ -22,6 +23,22 @@ class UnknownNameError(ValueError):
         near = difflib.get_close_matches(str(name), self.valid, n=3, cutoff=0.5)
         hint = f"; did you mean {near[0]!r}?" if near else ""
         super().__init__(f"unknown {kind} {name!r}{hint} valid: {', '.join(self.valid)}")
+
+
+def init_keywords(cls: type) -> set[str]:
+    """The keyword arguments ``cls(...)`` accepts: its ``__init__``'s, and, where that takes
+    ``**kwargs``, those of the parents it passes them on to (up the MRO, to the first
+    ``__init__`` without ``**kwargs``)."""
+    accepted: set[str] = set()
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(vars(klass)["__init__"]).parameters.values()
+        accepted |= {p.name for p in params
+                     if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return accepted
 
 
 def closest(name: str, valid: Iterable[str]) -> str | None:

@@ -1,13 +1,12 @@
 """Model registry (timm's ``register_model`` / ``create_model`` convention)."""
 from __future__ import annotations
 
-import inspect
 import typing
 from typing import Any, Callable
 
 from torch import nn
 
-from ..registry import Registry, UnknownNameError
+from ..registry import Registry, UnknownNameError, init_keywords
 from .official_weights import PUBLISHED_CHECKPOINTS, PublishedCheckpoint, load_official
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
@@ -32,16 +31,7 @@ def model_class(name: str) -> type[nn.Module]:
 def model_arguments(name: str) -> list[str]:
     """The keyword arguments the model of ``name`` accepts (a subclass's ``**kwargs`` that
     go on to its parent's ``__init__`` count the parent's too)."""
-    accepted: set[str] = set()
-    for klass in model_class(name).__mro__:
-        if "__init__" not in vars(klass):
-            continue
-        params = inspect.signature(vars(klass)["__init__"]).parameters.values()
-        accepted |= {p.name for p in params
-                     if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
-        if not any(p.kind is p.VAR_KEYWORD for p in params):
-            break
-    return sorted(accepted)
+    return sorted(init_keywords(model_class(name)))
 
 
 def create_model(name: str, *, neuron: Any = None, pretrained: Any = None,

@@ -35,8 +35,7 @@ as ``sdt_v2_15m_cifar``. The official factories' ``patch_size``, ``sr_ratios`` a
 """
 from __future__ import annotations
 
-import functools
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -47,7 +46,7 @@ from ..neurons import neuron_factory
 from ._registry import register_model
 from .official_weights import OfficialLayout, PublishedCheckpoint
 from .sdt_v2 import (CONV_MLP_RENAME, TOKEN_MLP_RENAME, MetaSpikeFormer, SpikingSepConv,
-                     _nested)
+                     _nested, multispike_norm)
 from .spikformer import NeuronFactory, build_blocks
 
 
@@ -65,24 +64,15 @@ class TokenSepConv(nn.Module):
 
 def _sep_conv_rules(official: str, ours: str) -> tuple[tuple[str, str], ...]:
     """Official ``SepConv_Spike``: ``{pwconv1, dwconv, pwconv2}.{0: conv, 1: BN}``."""
-    return tuple((rf"{official}\.{name}\.(?P<i>[01])\.(?P<leaf>.+)", rf"{ours}.{mine}.\g<i>.\g<leaf>")
-                 for name, mine in (("pwconv1", "pw1"), ("dwconv", "dw"), ("pwconv2", "pw2")))
+    return tuple((rf"{official}\.{name}\.{i}\.(?P<leaf>.+)", rf"{ours}.{mine}.{part}.\g<leaf>")
+                 for name, mine in (("pwconv1", "pw1"), ("dwconv", "dw"), ("pwconv2", "pw2"))
+                 for i, part in (("0", "conv"), ("1", "bn")))
 
 
-def _conv_bn(rules: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
-    """``.0.`` / ``.1.`` of an official ``Sequential(conv, BN)`` -> stlib's ``.conv.`` / ``.bn.``."""
-    out = []
-    for pattern, target in rules:
-        for index, part in (("0", "conv"), ("1", "bn")):
-            out.append((pattern.replace("(?P<i>[01])", index),
-                        target.replace(r".\g<i>.", f".{part}.")))
-    return tuple(out)
-
-
-_CONV_BLOCK = (*_conv_bn(_sep_conv_rules(r"Conv", "sep_conv")), *CONV_MLP_RENAME)
+_CONV_BLOCK = (*_sep_conv_rules(r"Conv", "sep_conv"), *CONV_MLP_RENAME)
 # attention: {q,k,v,proj}_conv = Sequential(1x1 conv, BN) -> LinearBN
 _TRANSFORMER_BLOCK = (
-    *_conv_bn(_sep_conv_rules(r"conv", "conv.sep_conv")),
+    *_sep_conv_rules(r"conv", "conv.sep_conv"),
     *((rf"attn\.(?P<x>q|k|v|proj)_conv\.{i}\.(?P<leaf>.+)", rf"attn.\g<x>.{part}.\g<leaf>")
       for i, part in (("0", "linear"), ("1", "bn"))),
     *TOKEN_MLP_RENAME,
@@ -129,10 +119,9 @@ class ESpikeFormer(MetaSpikeFormer):
 
     def __init__(self, *, T: int = 1, neuron: NeuronFactory | None = None, attn: str = "sdsa_linear",
                  attn_scale: float | None = None, attn_v_threshold: float | None = None,
-                 strides: Sequence[int] = (2, 2, 2, 2, 1), **kwargs: Any):
+                 **kwargs: Any):
         super().__init__(T=T, neuron=neuron or neuron_factory("MultiSpike", T=T), attn=attn,
-                         attn_scale=attn_scale, attn_v_threshold=attn_v_threshold,
-                         strides=strides, **kwargs)
+                         attn_scale=attn_scale, attn_v_threshold=attn_v_threshold, **kwargs)
 
     def build_token_blocks(self, depth: int, dim: int, *, num_heads: int, attn_scale: float | None,
                            **block_args) -> nn.ModuleList:
@@ -141,9 +130,7 @@ class ESpikeFormer(MetaSpikeFormer):
                             conv_layer=TokenSepConv, **block_args)
 
     def head_neuron(self, neuron: NeuronFactory) -> NeuronFactory:
-        if getattr(neuron, "name", None) == "MultiSpike":
-            return functools.partial(neuron, norm=1.0)  # integer counts into the classifier
-        return neuron
+        return multispike_norm(neuron, 1.0)  # integer counts into the classifier
 
 
 def _create(**kwargs) -> ESpikeFormer:

@@ -32,7 +32,6 @@ without naming the size; its training command uses ``spikformer_8_15M_CAFormer``
 """
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 from torch import nn
@@ -41,10 +40,10 @@ from ..layers.quantized import quantize_weights
 from ..neurons import neuron_factory
 from ._registry import register_model
 from .official_weights import OfficialLayout
-from .sdt_v2 import META_SPIKEFORMER_LAYOUT, MetaSpikeFormer
+from .sdt_v2 import META_SPIKEFORMER_LAYOUT, MetaSpikeFormer, multispike_norm
 from .spikformer import NeuronFactory
 
-# the official layer names are Meta-SpikeFormer's (lif in place of lif, no parameters), plus
+# the official layer names are Meta-SpikeFormer's (its neurons hold no parameters), plus
 # per-layer LSQ step sizes (alpha, init_state: same leaf names here) and the block scales
 QSD_LAYOUT = OfficialLayout(
     family="QSD-Transformer",
@@ -76,22 +75,21 @@ class QSDTransformer(MetaSpikeFormer):
     def __init__(self, *, T: int = 1, neuron: NeuronFactory | None = None,
                  attn_scale: float = 0.25, attn_v_threshold: float | None = None,
                  weight_bits: int = 4, layer_scale: float = 1e-6, **kwargs: Any):
+        if weight_bits < 0:
+            raise ValueError(f"weight_bits must be >= 2, or 0 for full precision; got {weight_bits}")
         neuron = neuron or neuron_factory("MultiSpike", T=T, v_threshold=0.25,
                                            round_half_up=True)
         self.layer_scale = layer_scale
         self.weight_bits = weight_bits
         super().__init__(T=T, neuron=neuron, attn_scale=attn_scale,
                          attn_v_threshold=attn_v_threshold, **kwargs)
-        if weight_bits < 0:
-            raise ValueError(f"weight_bits must be >= 2, or 0 for full precision; got {weight_bits}")
         if weight_bits:
             quantize_weights(self, weight_bits)
 
     def build_token_blocks(self, depth: int, dim: int, *, neuron: NeuronFactory,
                            attn_kwargs: dict | None, **block_args) -> nn.ModuleList:
         extras = dict(attn_kwargs or {})
-        if getattr(neuron, "name", None) == "MultiSpike":  # Multispike_att: counts / 2
-            extras.setdefault("attn_neuron", functools.partial(neuron, norm=2.0))
+        extras.setdefault("attn_neuron", multispike_norm(neuron, 2.0))  # Multispike_att: counts / 2
         return super().build_token_blocks(depth, dim, neuron=neuron, attn_kwargs=extras,
                                           layer_scale=self.layer_scale, **block_args)
 

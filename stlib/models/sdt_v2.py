@@ -40,6 +40,7 @@ is fine-tuned at T = 4; the factories default to T = 4.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Sequence
 
@@ -153,6 +154,14 @@ class TokenStage(nn.Module):
         for block in self.blocks:
             tokens = block(tokens)
         return tokens_to_grid(tokens)  # [T, B, C, H, W]
+
+
+def multispike_norm(neuron: NeuronFactory, norm: float) -> NeuronFactory:
+    """A site's neuron with MultiSpike's ``norm`` set (E-SpikeFormer's counting head, QSD's
+    attention); any other neuron type is returned as it is."""
+    if getattr(neuron, "name", None) == "MultiSpike":
+        return functools.partial(neuron, norm=norm)
+    return neuron
 
 
 def _fold_distillation_head(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -22,7 +22,6 @@ paper's 2,566,666 parameters (the official code: 2,585,610).
 from __future__ import annotations
 
 import functools
-import inspect
 from typing import Any, Callable, Sequence
 
 import torch
@@ -33,7 +32,7 @@ from ..layers.ablation import EMBEDDINGS, build_embedding
 from ..layers.grid import fit_pools
 from ..layers.input_check import to_time_major
 from ..layers.sequence import SequenceEmbed, sequence_time_major
-from ..registry import UnknownNameError
+from ..registry import UnknownNameError, init_keywords
 from ._registry import register_model
 from .official_weights import OfficialLayout
 
@@ -83,15 +82,7 @@ _HOST_ARGUMENTS = {"self", "dim", "num_heads", "neuron", "scale", "attn_v_thresh
 def _check_attention_extras(attn_cls: type[nn.Module], attn_kwargs: dict[str, Any]) -> None:
     """Refuse an ``attn_kwargs`` key the attention does not take, naming the ones it does
     (e.g. ``dvs`` from an SDT DVS config reaching Spikformer's SSA)."""
-    accepted: set[str] = set()
-    for klass in attn_cls.__mro__:  # follow **kwargs up to the first __init__ without them
-        if "__init__" not in vars(klass):
-            continue
-        params = inspect.signature(vars(klass)["__init__"]).parameters.values()
-        accepted |= {p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
-        if not any(p.kind is p.VAR_KEYWORD for p in params):
-            break
-    extras = sorted(accepted - _HOST_ARGUMENTS)
+    extras = sorted(init_keywords(attn_cls) - _HOST_ARGUMENTS)
     unknown = sorted(set(attn_kwargs) - set(extras))
     if unknown:
         raise ValueError(f"attention {attn_cls.__name__} does not take attn_kwargs "

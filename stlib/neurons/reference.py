@@ -592,13 +592,16 @@ class MultiSpike(BaseNeuron):
         """``u = X / v_threshold`` -> ``k / norm``."""
         # k as D Heaviside steps at u = j - 1/2: the surrogate gives each step its gradient
         # (in smooth mode, its primitive); the value is the official round(clamp(u, 0, D))
-        steps = sum(self.surrogate(u - (j - 0.5)) for j in range(1, self.max_spikes + 1))
-        if self.surrogate.spiking:
-            clamped = torch.clamp(u, 0.0, float(self.max_spikes))
-            k = torch.floor(clamped + 0.5) if self.round_half_up else torch.round(clamped)
-            k = k + (steps - steps.detach())
-        else:
-            k = steps
+        def steps() -> Tensor:
+            return sum(self.surrogate(u - (j - 0.5)) for j in range(1, self.max_spikes + 1))
+
+        if not self.surrogate.spiking:
+            return steps() / self.norm
+        clamped = torch.clamp(u, 0.0, float(self.max_spikes))
+        k = torch.floor(clamped + 0.5) if self.round_half_up else torch.round(clamped)
+        if torch.is_grad_enabled() and u.requires_grad:  # inference skips the D surrogate calls
+            s = steps()
+            k = k + (s - s.detach())
         return k / self.norm
 
     # one step at a time (TIM drives its neurons so): nothing is carried to the next step
