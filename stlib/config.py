@@ -115,6 +115,7 @@ class NeuronConfig:
     v_threshold: float | None = None  # the model keeps its own attention thresholds
     max_spikes: int | None = None  # MultiSpike: the largest count D (4)
     round_half_up: bool | None = None  # MultiSpike: QSD's floor(x + 1/2) (default: to even)
+    levels: int | None = None  # QCFS: quantization levels L (16)
     backend: str | None = None  # auto (fused kernels where supported) | reference | triton
 
 
@@ -163,7 +164,7 @@ UNHASHED = {("experiment", "output_dir"), ("data", "num_workers"), ("data", "roo
             ("train", "device"), ("train", "progress"), ("train", "tensorboard"), ("train", "compile"),
             ("neuron", "backend")}
 #: Keys added after runs were recorded: hashed only when set, so older run ids still resume.
-HASHED_WHEN_SET = {("neuron", "max_spikes"), ("neuron", "round_half_up")}
+HASHED_WHEN_SET = {("neuron", "max_spikes"), ("neuron", "round_half_up"), ("neuron", "levels")}
 
 
 @dataclass

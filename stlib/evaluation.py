@@ -4,6 +4,9 @@
 network, as :func:`stlib.fit` does), loads the checkpoint strictly with
 :func:`stlib.load_official` (official layout or stlib's own), runs the test split once and
 returns the measured top-1 next to the top-1 published for that checkpoint.
+
+``conversion_accuracy(model, loader)`` measures an ANN-to-SNN conversion (MST): the QCFS
+network's top-1 and its converted SNN's at each number of simulation steps.
 """
 from __future__ import annotations
 
@@ -11,8 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import nn
+
 from .data import build_dataloaders
 from .models import load_official, published_checkpoint
+from .neurons import convert_to_snn
 from .params import Config
 from .build import autocast_dtype, build_model, resolve_device
 from .train import evaluate
@@ -44,3 +51,26 @@ def evaluate_checkpoint(config: Config, checkpoint: str | Path,
         "val_loss": metrics["val_loss"], "images": seen,
         "seconds": round(time.perf_counter() - start, 2), "device": str(device),
     }
+
+
+def conversion_accuracy(model: nn.Module, loader, steps=(8, 16, 32, 64, 128),
+                        device: torch.device | str = "cpu",
+                        max_batches: int | None = None) -> list[dict[str, Any]]:
+    """Top-1 of a QCFS-trained ``model`` and of its converted SNN
+    (:func:`stlib.neurons.convert_to_snn`) at each number of simulation steps in ``steps``.
+
+    ``model`` takes the loader's images (a :func:`stlib.fit` run's ``input stage + net``, or a
+    bare network). Returns one row per network: ``{network: "ANN" | "SNN", T, val_acc1,
+    val_acc5, val_loss}``, the ANN first at its own T. Each SNN row is its own run of T steps
+    from a fresh state (the official ``snn_validate`` reads the same numbers off one long run).
+    """
+    device = torch.device(device)
+    model = model.to(device)
+    ann_T = next((m.T for m in model.modules() if isinstance(getattr(m, "T", None), int)), None)
+    rows = [{"network": "ANN", "T": ann_T,
+             **evaluate(model, loader, device, amp=None, max_batches=max_batches)}]
+    for T in steps:
+        snn = convert_to_snn(model, T=T)
+        rows.append({"network": "SNN", "T": T,
+                     **evaluate(snn, loader, device, amp=None, max_batches=max_batches)})
+    return rows

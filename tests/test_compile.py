@@ -14,7 +14,7 @@ import stlib
 from stlib import build
 from stlib.neurons import NEURONS, create_neuron, kernels
 
-SETTINGS = {"CLIF": {}, "GLIF": {"surrogate": "sigmoid"}, "MultiSpike": {}}
+SETTINGS = {"CLIF": {}, "GLIF": {"surrogate": "sigmoid"}, "MultiSpike": {}, "QCFS": {}}
 
 
 def _neuron(name: str, T: int):

@@ -73,6 +73,8 @@ ROWS = [
         {"*mixer.*wt.neurons.*": 1.0}, own_type=("*mixer.*wt.neurons.*",)),  # ternary NegIF
     Row("swformer_dvs_2_256", {**TINY, "in_chans": 2}, (2, 2, 2, 8, 8), "blocks.0.mlp.input",
         {"*mixer.*wt.neurons.*": 1.0}, own_type=("*mixer.*wt.neurons.*",)),  # the event mixer
+    Row("mst_cifar10", {**TINY, "patch_size": 2, "depths": (2, 1), "num_heads": (1, 2), "window_size": 2},
+        (2, 2, 1, 8, 8), "layers.1.blocks.0.mlp.input"),  # 4x4 patches: a shifted window, then 2x2
     Row("vit_4_384", TINY, (2, 2, 1, 8, 8), "blocks.0.mlp.0", spiking=False),
 ]
 NEURON_TYPES = NEURONS.names()

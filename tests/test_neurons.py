@@ -9,19 +9,22 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from stlib.neurons import (CLIF, GLIF, KLIF, LIF, NEURONS, PLIF, SURROGATES, BaseNeuron, IFHard,
-                           IFSoft, MultiSpike, create_neuron, is_neuron, neuron_factory,
-                           neurons_of)
+from stlib.neurons import (CLIF, GLIF, KLIF, LIF, NEURONS, PLIF, QCFS, SURROGATES, BaseNeuron,
+                           ConvertedIF, IFHard, IFSoft, MultiSpike, convert_to_snn, create_neuron,
+                           is_neuron, neuron_factory, neurons_of)
 from stlib.neurons.surrogate import Sigmoid
 from stlib.registry import UnknownNameError
 
 NAMES = NEURONS.names()
 CANONICAL = {"LIF": LIF, "IF": IFHard, "IFSoft": IFSoft, "PLIF": PLIF, "CLIF": CLIF, "GLIF": GLIF,
-             "KLIF": KLIF, "MultiSpike": MultiSpike}
+             "KLIF": KLIF, "MultiSpike": MultiSpike, "QCFS": QCFS}
 ALIASES = {"lif": LIF, "if": IFHard, "IFHard": IFHard, "if_hard": IFHard, "IF_hard": IFHard,
            "ifsoft": IFSoft, "if_soft": IFSoft, "IF_soft": IFSoft, "plif": PLIF, "clif": CLIF,
-           "glif": GLIF, "klif": KLIF, "multispike": MultiSpike, "multi_spike": MultiSpike}
-STATELESS = {n for n in NAMES if NEURONS.get(n).stateless}  # MultiSpike: no state over T
+           "glif": GLIF, "klif": KLIF, "multispike": MultiSpike, "multi_spike": MultiSpike,
+           "qcfs": QCFS}
+STATELESS = {n for n in NAMES if NEURONS.get(n).stateless}  # MultiSpike, QCFS: no state over T
+#: the output levels of the multi-level neurons at their defaults
+LEVELS = {"MultiSpike": [k / 4 for k in range(5)], "QCFS": [2 * k / 16 for k in range(17)]}
 
 
 def build(name: str, T: int = 4, **settings) -> BaseNeuron:
@@ -151,6 +154,70 @@ def test_multispike_refuses_bad_settings(setting):
         MultiSpike(**setting)
 
 
+def _official_qcfs(x: torch.Tensor, lam: torch.Tensor, levels: int) -> torch.Tensor:
+    """MST's MyFloor as its authors trained it: a straight-through floor, and clamp passing
+    the gradient at its bounds (torch's clamp did until 2026; it gives 0 there now)."""
+    z = x / lam * levels + 0.5
+    w = (z.floor() + (z - z.detach())) / levels
+    inside = ((w >= 0) & (w <= 1)).to(x.dtype)
+    w = w.detach().clamp(0, 1) + (w - w.detach()) * inside
+    return w * lam
+
+
+def test_qcfs_is_the_official_activation_with_its_straight_through_gradients():
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(1, 4000, generator=g, dtype=torch.float64) * 2).requires_grad_()
+    neuron = QCFS(v_threshold=1.5, levels=16).double()
+    lam = torch.tensor(1.5, dtype=torch.float64, requires_grad=True)
+    xx = x.detach().clone().requires_grad_()
+    y, ref = neuron(x), _official_qcfs(xx, lam, 16)
+    assert torch.equal(y, ref)  # the same bits: levels {0, lam/16, ..., lam}
+    assert len(y.unique()) == 17
+    w = torch.randn(y.shape, generator=g, dtype=torch.float64)
+    (y * w).sum().backward()
+    (ref * w).sum().backward()
+    torch.testing.assert_close(x.grad, xx.grad)  # 1 on z in [-1/2, L + 1/2), else 0
+    slope = x.grad / w
+    window = (x.detach() / 1.5 * 16 >= -0.5) & (x.detach() / 1.5 * 16 < 16.5)
+    assert torch.equal(slope == 0, ~window) and torch.allclose(slope[window], torch.ones((), dtype=torch.float64))
+    torch.testing.assert_close(neuron.threshold.grad, lam.grad)  # the clip learns as it did
+
+
+def test_converted_if_averages_to_qcfs_with_as_many_levels_as_steps():
+    # constant input over T steps: the mean output of the IF neuron (V_0 = 1/2, soft reset)
+    # is QCFS with L = T, the equivalence ANN-to-SNN conversion rests on (Bu et al. Thm 2)
+    x = torch.linspace(-0.5, 3.0, 701, dtype=torch.float64).unsqueeze(0)
+    for T in (4, 16):
+        spikes = ConvertedIF(2.0)(x.expand(T, -1))
+        assert set(spikes.unique().tolist()) == {0.0, 2.0}  # spikes carry the clip
+        torch.testing.assert_close(spikes.mean(0, keepdim=True), QCFS(2.0, levels=T).double()(x))
+
+
+def test_convert_to_snn_swaps_every_qcfs_and_keeps_the_ann():
+    ann = nn.Sequential(nn.Linear(4, 8), QCFS(1.5), nn.Linear(8, 2), QCFS(0.75)).eval()
+    with torch.no_grad():
+        ann[3].threshold.fill_(0.5)  # a learned clip
+    snn = convert_to_snn(ann)
+    assert [type(m) for _, m in neurons_of(snn)] == [ConvertedIF, ConvertedIF]
+    assert [m.scale for _, m in neurons_of(snn)] == [1.5, 0.5]
+    assert [type(m) for _, m in neurons_of(ann)] == [QCFS, QCFS]
+    assert not snn.training
+    with pytest.raises(ValueError, match="no T to set"):  # a T no module would read
+        convert_to_snn(ann, T=8)
+    ann.T = 1  # a model that repeats its input T times (the model zoo's)
+    assert convert_to_snn(ann, T=8).T == 8 and ann.T == 1
+    with pytest.raises(ValueError, match="no QCFS activation to convert"):
+        convert_to_snn(nn.Sequential(nn.Linear(2, 2), LIF()))
+    with pytest.raises(ValueError, match="positive number of simulation steps"):
+        convert_to_snn(ann, T=0)
+
+
+@pytest.mark.parametrize("setting", [{"levels": 0}, {"levels": 2.5}, {"v_threshold": 0.0}])
+def test_qcfs_refuses_bad_settings(setting):
+    with pytest.raises(ValueError, match=next(iter(setting))):
+        QCFS(**setting)
+
+
 def test_clif_complementary_potential_track():
     neuron = CLIF(store_v_seq=True)
     neuron(torch.tensor([1.5, 0.5, 1.0, 1.2, 0.25]).reshape(-1, 1))
@@ -216,8 +283,8 @@ def test_shape_dtype_binary_and_state(name):
     x = _input(4, 2, 3, 5)
     s = neuron(x)
     assert s.shape == x.shape and s.dtype == x.dtype
-    if name in STATELESS:  # multi-level: counts 0..4 over norm 4, and several levels occur
-        assert set(s.unique().tolist()) <= {0.0, 0.25, 0.5, 0.75, 1.0} and len(s.unique()) >= 3
+    if name in STATELESS:  # multi-level (MultiSpike: counts 0..4 over 4), several levels occur
+        assert set(s.unique().tolist()) <= set(LEVELS[name]) and len(s.unique()) >= 3
     else:
         assert set(s.unique().tolist()) == {0.0, 1.0}  # binary, and the input does make it fire
     assert neuron.v.shape == x.shape[1:] and neuron.v_seq.shape == x.shape
@@ -314,7 +381,8 @@ def test_temporal_path_exists_for_every_neuron(name):
 
 LEARNABLE = {"PLIF": ["w"], "KLIF": ["k"],
              "GLIF": ["alpha_raw", "beta_raw", "conduct_raw", "gamma_raw", "leak_raw", "tau_raw",
-                      "threshold_raw", "v_subreset_raw"]}
+                      "threshold_raw", "v_subreset_raw"],
+             "QCFS": ["threshold"]}
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -376,7 +444,8 @@ def test_none_settings_keep_the_class_default_and_soft_spells_soft_reset():
 
 DEFAULT_SURROGATES = {"LIF": ("Sigmoid", 4.0), "IF": ("Sigmoid", 4.0), "IFSoft": ("Sigmoid", 4.0),
                       "PLIF": ("Sigmoid", 4.0), "KLIF": ("Sigmoid", 4.0), "CLIF": ("Rectangle", 1.0),
-                      "GLIF": ("Rectangle", 1.0), "MultiSpike": ("Rectangle", 1.0)}
+                      "GLIF": ("Rectangle", 1.0), "MultiSpike": ("Rectangle", 1.0),
+                      "QCFS": ("Rectangle", 1.0)}
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -451,7 +520,11 @@ def test_neurons_of_and_is_neuron():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_repr_shows_what_arrived(name):
-    if name in STATELESS:  # no reset to show
+    if name == "QCFS":  # no reset to show
+        text = repr(build(name, v_threshold=0.25, levels=8))
+        assert "v_threshold=0.25" in text and "levels=8" in text
+        return
+    if name in STATELESS:
         text = repr(build(name, v_threshold=0.25, max_spikes=8))
         assert "v_threshold=0.25" in text and "max_spikes=8" in text and "norm=8" in text
         return

@@ -17,15 +17,17 @@ class SpikingMLP(nn.Module):
     ``input`` is an ``nn.Identity`` whose output is the MLP's input: the Grad-CAM target layer
     of Spikformer-family models (the input of the last block's MLP).
 
-    ``x [T, B, N, D] -> [T, B, N, D]`` (spikes).
+    ``x [T, B, N, D] -> [T, B, N, D]`` (spikes). ``batch_norm=False`` drops the two BNs
+    (MST's CIFAR MLP: ``SN(Linear(SN(Linear(x))))``).
     """
 
-    def __init__(self, dim: int, hidden_dim: int, *, neuron: NeuronFactory):
+    def __init__(self, dim: int, hidden_dim: int, *, neuron: NeuronFactory, batch_norm: bool = True):
         super().__init__()
+        linear = LinearBN if batch_norm else nn.Linear
         self.input = nn.Identity()
-        self.fc1 = LinearBN(dim, hidden_dim)
+        self.fc1 = linear(dim, hidden_dim)
         self.fc1_neuron = neuron()
-        self.fc2 = LinearBN(hidden_dim, dim)
+        self.fc2 = linear(hidden_dim, dim)
         self.fc2_neuron = neuron()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -62,3 +62,24 @@ class LinearBN(nn.Module):
         # BN1d on [T*B*N, C] has the statistics of BN1d on [T*B, C, N] (per channel, over every
         # token of every step and sample) without the two transposes
         return self.bn(y).reshape(*x.shape[:-1], -1)
+
+
+class SampleDropPath(nn.Module):
+    """Stochastic depth on ``x [T, B, ...]``: a residual branch is dropped (and the kept ones
+    scaled by ``1 / (1 - p)``) per sample, the same way at every step (timm's ``drop_path``
+    on the batch dimension, not on T)."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"drop path probability must be in [0, 1), got {p}")
+        self.p = float(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = x.new_empty(1, x.shape[1], *(1,) * (x.dim() - 2)).bernoulli_(1.0 - self.p)
+        return x * keep / (1.0 - self.p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"

@@ -30,6 +30,7 @@ from torch import nn
 from ..layers import SPS, MeanTokenHead, SpikingBlock, SpikingMLP, get_attention
 from ..layers.ablation import EMBEDDINGS, build_embedding
 from ..layers.grid import fit_pools
+from ..layers.init import trunc_normal_linear_init as _init_weights  # the official init
 from ..layers.input_check import to_time_major
 from ..layers.sequence import SequenceEmbed, sequence_time_major
 from ..registry import UnknownNameError, init_keywords
@@ -237,14 +238,6 @@ class Spikformer(TokenTransformer):
                                    mlp_layer=SpikingMLP)
         self.head = MeanTokenHead(embed_dim, num_classes, per_step=per_step_logits)
         self.apply(_init_weights)
-
-
-def _init_weights(module: nn.Module) -> None:
-    """The official init: truncated normal (std 0.02) for Linear weights, zero bias."""
-    if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
 
 
 def _create_spikformer(**kwargs) -> Spikformer:

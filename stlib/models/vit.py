@@ -37,6 +37,7 @@ from torch import nn
 from ..layers import SPS
 from ..layers.ablation import build_embedding
 from ..registry import UnknownNameError
+from ..layers.init import trunc_normal_linear_init
 from ..layers.input_check import to_time_major
 from ._registry import register_model
 
@@ -107,7 +108,7 @@ class ViT(nn.Module):
             block.mlp = nn.Sequential(nn.Identity(), block.mlp)
         self.norm = nn.LayerNorm(embed_dim)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
-        self.apply(_init_weights)
+        self.apply(trunc_normal_linear_init)
         if attn == "random_softmax":  # after the init: Q, K stay at trunc_normal(0.02), 0
             for block in self.blocks:
                 block.attn.qkv = SplitQKV(block.attn.qkv)
@@ -133,14 +134,6 @@ class ViT(nn.Module):
     def cam_target_layer(self) -> nn.Module:
         """Grad-CAM's default target: the input of the last block's MLP (``[T'*B, N, D]``)."""
         return self.blocks[-1].mlp[0]
-
-
-def _init_weights(module: nn.Module) -> None:
-    """timm's ViT init: truncated normal (std 0.02) for Linear weights, zero bias."""
-    if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
 
 
 @register_model

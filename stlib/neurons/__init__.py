@@ -5,13 +5,16 @@ they are the ground truth that any fused kernel (``stlib.neurons.kernels``) must
 match. ``surrogate.py`` holds the surrogate spike functions, ``registry.py`` the name tables
 and factories used by model configs.
 """
-from stlib.neurons.reference import CLIF, GLIF, IFHard, IFSoft, KLIF, LIF, PLIF, BaseNeuron, MultiSpike
+from stlib.neurons.reference import (CLIF, GLIF, KLIF, LIF, PLIF, QCFS, BaseNeuron, ConvertedIF, IFHard,
+                                    IFSoft, MultiSpike)
+from stlib.neurons.conversion import convert_to_snn
 from stlib.neurons.registry import (NEURONS, NeuronFactory, create_neuron, is_neuron, neuron_factory,
                                     neurons_of)
 from stlib.neurons.surrogate import SURROGATES, create_surrogate
 
 __all__ = [
-    "BaseNeuron", "LIF", "IFHard", "IFSoft", "PLIF", "CLIF", "GLIF", "KLIF", "MultiSpike",
+    "BaseNeuron", "LIF", "IFHard", "IFSoft", "PLIF", "CLIF", "GLIF", "KLIF", "MultiSpike", "QCFS",
+    "ConvertedIF", "convert_to_snn",
     "NEURONS", "SURROGATES", "NeuronFactory", "create_neuron", "neuron_factory", "create_surrogate",
     "neurons_of", "is_neuron",
 ]

@@ -26,7 +26,8 @@ from torch import Tensor, nn
 from stlib.neurons import kernels
 from stlib.neurons.surrogate import create_surrogate
 
-__all__ = ["BaseNeuron", "LIF", "IFHard", "IFSoft", "PLIF", "CLIF", "GLIF", "KLIF", "MultiSpike"]
+__all__ = ["BaseNeuron", "LIF", "IFHard", "IFSoft", "PLIF", "CLIF", "GLIF", "KLIF", "MultiSpike",
+           "QCFS", "ConvertedIF"]
 
 
 def _check_tau(cls_name: str, name: str, tau: float) -> float:
@@ -617,3 +618,115 @@ class MultiSpike(BaseNeuron):
     def extra_repr(self) -> str:
         return (f"v_threshold={_fmt(self.v_threshold)}, max_spikes={self.max_spikes}, "
                 f"norm={self.norm:g}" + (", round_half_up=True" if self.round_half_up else ""))
+
+
+class QCFS(BaseNeuron):
+    """Quantization-clip-floor-shift activation with a trainable threshold: the ANN activation
+    of ANN-to-SNN conversion (Bu et al., "Optimal ANN-SNN Conversion for High-accuracy and
+    Ultra-low-latency Spiking Neural Networks", ICLR 2022), MST's training activation
+    (bic-L/Masked-Spiking-Transformer ``MyFloor``).
+
+    ``x_seq [T, ...] -> [T, ...]``, each step on its own (Bu et al. Eq. 17):
+
+    * ``y = lambda * clamp(floor(X L / lambda + 1/2) / L, 0, 1)``: L + 1 levels
+      ``{0, lambda/L, ..., lambda}``; ``lambda`` (``v_threshold``, MST's initial 2.0) is a
+      learned scalar per layer, the parameter ``threshold``; ``L = levels`` (MST: 16);
+    * backward: a surrogate bump centred on each level ``0..L`` of ``z = X L / lambda``, so
+      the default ``rectangle`` with alpha 1 is the official straight-through floor exactly
+      (``dy/dX = 1`` on ``z in [-1/2, L + 1/2)``, 0 outside) and ``lambda`` gets the official
+      gradient ``k / L - 1[window] X / lambda``.
+
+    :func:`stlib.neurons.convert_to_snn` replaces every QCFS by a :class:`ConvertedIF` with
+    the learned ``lambda``: an IF neuron whose mean output over T steps approaches ``y``.
+    """
+
+    default_surrogate = "rectangle"
+    stateless = True
+
+    def __init__(self, v_threshold: float = 2.0, levels: int = 16, *,
+                 surrogate: str | nn.Module | None = None, alpha: float | None = None,
+                 store_v_seq: bool = False):
+        super().__init__(v_threshold=v_threshold, v_reset=None, detach_reset=False,
+                         surrogate=surrogate, alpha=alpha, store_v_seq=store_v_seq)
+        if int(levels) != levels or levels < 1:
+            raise ValueError(f"QCFS: levels must be a positive integer, got {levels!r}")
+        self.levels = int(levels)
+
+    def _init_threshold(self, v_threshold: float) -> None:
+        if not float(v_threshold) > 0:
+            raise ValueError(f"QCFS: v_threshold (the initial clip lambda) must be > 0, got {v_threshold}")
+        self.threshold = nn.Parameter(torch.tensor(float(v_threshold)))
+
+    @property
+    def v_threshold(self) -> Tensor:
+        """The clip ``lambda`` (a learned scalar)."""
+        return self.threshold
+
+    def forward(self, x_seq: Tensor) -> Tensor:
+        """``x_seq [T, ...] -> lambda k / L [T, ...]`` (same dtype), ``k in {0, ..., L}``."""
+        self.check_input(x_seq)
+        x = x_seq.to(torch.promote_types(x_seq.dtype, torch.float32))
+        lam = self.threshold.to(x.dtype)
+        z = x / lam * self.levels  # the official order of operations: equal bits
+        self.v = z[-1].detach()
+        self.v_seq = z.detach() if self.store_v_seq else None
+        return (self.quantize(z) / self.levels * lam).to(x_seq.dtype)
+
+    def quantize(self, z: Tensor) -> Tensor:
+        """``z = X L / lambda`` -> the level ``k = clamp(floor(z + 1/2), 0, L)``."""
+        def bumps() -> Tensor:  # one surrogate per level j, centred at z = j
+            return sum(self.surrogate(z - j) for j in range(self.levels + 1))
+
+        if not self.surrogate.spiking:  # smooth mode: the bumps' primitive, scaled to [0, L]
+            return bumps() * (self.levels / (self.levels + 1))
+        k = torch.clamp(torch.floor(z + 0.5), 0.0, float(self.levels))
+        if torch.is_grad_enabled() and z.requires_grad:  # inference skips the L + 1 calls
+            s = bumps()
+            k = k + (s - s.detach())
+        return k
+
+    # one step at a time (TIM drives its neurons so): nothing is carried to the next step
+    def charge(self, x: Tensor, t: int) -> None:
+        self.v = x / self.threshold * self.levels
+
+    def fire(self) -> Tensor:
+        return self.quantize(self.v) / self.levels * self.threshold
+
+    def reset(self, spike: Tensor) -> None:
+        pass
+
+    def extra_repr(self) -> str:
+        return f"v_threshold={_fmt(self.threshold)}, levels={self.levels}"
+
+
+class ConvertedIF(IFSoft):
+    """The spiking neuron a trained :class:`QCFS` becomes (ANN-to-SNN conversion, Bu et al.
+    2022; MST's ``ScaledNeuron``): integrate-and-fire, soft reset, in units of the learned
+    clip ``lambda`` (``scale``), started half-full (the QCFS shift).
+
+    ``x_seq [T, ...] -> lambda S [T, ...]`` (values ``{0, lambda}``): ``V_0 = 1/2``,
+    ``H_t = V_{t-1} + X_t / lambda``, ``S_t = 1[H_t >= 1]``, ``V_t = H_t - S_t``. For a
+    constant input the mean output over T steps is ``lambda clamp(floor(X T / lambda + 1/2) / T,
+    0, 1)``: QCFS with ``L = T``. Built by :func:`stlib.neurons.convert_to_snn`; not in
+    ``NEURONS`` (it is made from a trained layer, not trained itself).
+    """
+
+    def __init__(self, scale: float = 1.0, *, surrogate: str | nn.Module | None = None,
+                 alpha: float | None = None, store_v_seq: bool = False):
+        super().__init__(1.0, surrogate=surrogate, alpha=alpha, store_v_seq=store_v_seq)
+        if not float(scale) > 0:
+            raise ValueError(f"ConvertedIF: scale (the QCFS clip lambda) must be > 0, got {scale}")
+        self.scale = float(scale)
+
+    def init_state(self, x0: Tensor) -> None:
+        self.v = torch.full_like(x0, 0.5)
+
+    def charge(self, x: Tensor, t: int) -> None:
+        self.v = self.v + x / self.scale
+
+    def forward(self, x_seq: Tensor) -> Tensor:
+        """``x_seq [T, ...] -> lambda S [T, ...]`` (same dtype)."""
+        return super().forward(x_seq) * self.scale
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale:.6g}, v_init=0.5"

@@ -1,7 +1,8 @@
 """Neurons by name: the :data:`NEURONS` table, checked construction and picklable factories.
 
-Canonical names: ``LIF, IF, IFSoft, PLIF, CLIF, GLIF, KLIF, MultiSpike`` (the integer
-activation of E-SpikeFormer and QSD) (``IF`` is :class:`IFHard`);
+Canonical names: ``LIF, IF, IFSoft, PLIF, CLIF, GLIF, KLIF`` (``IF`` is :class:`IFHard`),
+``MultiSpike`` (the integer activation of E-SpikeFormer and QSD) and ``QCFS`` (the ANN
+activation of ANN-to-SNN conversion, MST);
 lower-case and snake-case aliases are registered too, and every look-up is case-insensitive.
 
 * :func:`create_neuron` builds one neuron; ``None``-valued settings keep the class default,
@@ -18,7 +19,8 @@ from typing import Any
 
 from torch import nn
 
-from stlib.neurons.reference import CLIF, GLIF, IFHard, IFSoft, KLIF, LIF, PLIF, BaseNeuron, MultiSpike
+from stlib.neurons.reference import (CLIF, GLIF, KLIF, LIF, PLIF, QCFS, BaseNeuron, IFHard, IFSoft,
+                                    MultiSpike)
 from stlib.registry import Registry
 
 __all__ = ["NEURONS", "create_neuron", "neuron_factory", "NeuronFactory", "is_neuron",
@@ -33,6 +35,7 @@ NEURONS.add("CLIF", CLIF, aliases=("clif",))
 NEURONS.add("GLIF", GLIF, aliases=("glif",))
 NEURONS.add("KLIF", KLIF, aliases=("klif",))
 NEURONS.add("MultiSpike", MultiSpike, aliases=("multispike", "multi_spike"))
+NEURONS.add("QCFS", QCFS, aliases=("qcfs",))
 
 
 def neuron_settings(name: str) -> list[str]:
