@@ -25,15 +25,15 @@ def __getattr__(name: str):
         from .train import fit
 
         return fit
-    if name == "evaluate_checkpoint":
-        from .evaluation import evaluate_checkpoint
+    if name in ("evaluate_checkpoint", "conversion_report"):
+        from . import evaluation
 
-        return evaluate_checkpoint
+        return getattr(evaluation, name)
     raise AttributeError(f"module 'stlib' has no attribute {name!r}")
 
 __all__ = [
     "CheckpointError", "Config", "ConfigError", "ENCODERS", "InputEncoder", "NEURONS",
-    "RunRecord", "SURROGATES", "UnknownNameError", "create_encoder", "create_model",
+    "RunRecord", "SURROGATES", "UnknownNameError", "conversion_report", "create_encoder", "create_model",
     "create_neuron", "encode", "evaluate_checkpoint", "fit", "from_notebook", "learning_curves",
     "list_models", "load_official", "load_params", "neuron_factory", "params_for",
 ]

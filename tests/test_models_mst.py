@@ -164,3 +164,12 @@ def test_the_params_file_builds_qcfs_with_the_official_clip_and_levels():
     found = neurons_of(model)
     assert {type(n) for _, n in found} == {QCFS}
     assert {(n.threshold.item(), n.levels) for _, n in found} == {(2.0, 16)}
+
+
+def test_conversion_report_names_bad_steps_before_loading_anything():
+    from stlib.evaluation import conversion_report
+    from stlib.params import load_params
+
+    config = load_params(REPO / "params/mst/cifar10.yaml", preset="quick")
+    with pytest.raises(ValueError, match="whole numbers of time steps.*'8,x'"):
+        conversion_report(config, "no-such-file.pth", steps="8,x")

@@ -215,3 +215,33 @@ def test_run_all_without_a_preset_does_not_start_a_full_recipe_on_the_cpu(tmp_pa
     assert err.ename == "ConfigError" and "410 epochs of cifar10" in err.evalue
     assert "preset" in err.evalue and "confirm_full_run = True" in err.evalue
     assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.slow
+def test_architecture_notebook_converts_a_qcfs_checkpoint_to_an_snn(tmp_path, monkeypatch):
+    """``-p snn_steps``: an MST checkpoint (a QCFS ANN) is evaluated as the ANN and as its
+    converted SNN at each T, and the ANN row is the top-1 the checkpoint evaluation prints."""
+    import re
+
+    from stlib.build import build_model
+    from stlib.data import build_dataloaders
+    from stlib.params import load_params
+
+    papermill = pytest.importorskip("papermill")
+    config = load_params("params/mst/cifar10.yaml", preset="quick")
+    torch.manual_seed(0)
+    net = build_model(config, build_dataloaders(config.data, seed=0)).net
+    torch.save({"model": net.state_dict()}, tmp_path / "mst.pth")  # untrained: plumbing only
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    out = tmp_path / "executed.ipynb"
+    papermill.execute_notebook(str(REPO / "notebooks/architecture_reproduction.ipynb"), str(out),
+                               parameters={"model": "mst_cifar10", "dataset": "cifar10",
+                                           "preset": "quick", "checkpoint": str(tmp_path / "mst.pth"),
+                                           "snn_steps": "2,4", "output_dir": str(tmp_path / "eval")},
+                               kernel_name="python3", cwd=str(REPO), progress_bar=False)
+    text = "".join(o.get("text", "") for c in nbformat.read(out, as_version=4).cells
+                   for o in c.get("outputs", []))
+    measured = float(re.search(r"measured ([\d.]+) %", text).group(1))
+    rows = re.findall(r"^\s*(ANN|SNN)\s+(\d+)\s+([\d.]+)", text, flags=re.M)  # network T top-1
+    assert [(net_, int(T)) for net_, T, _ in rows] == [("ANN", 4), ("SNN", 2), ("SNN", 4)]
+    assert float(rows[0][2]) == pytest.approx(measured, abs=0.01)

@@ -69,11 +69,11 @@ _NEURON_RENAME = (
 )
 _CHECKPOINTS = {
     "mst": PublishedCheckpoint(f"{_RELEASES}/checkpoint/imagenet_checkpoint.pth",
-                               "ImageNet-1k", 78.51, "SNN after conversion (STEP's table)"),
+                               "imagenet", 78.51, "SNN after conversion (STEP's table)"),
     "mst_cifar10": PublishedCheckpoint(f"{_RELEASES}/checkpoint/Cifar10_checkpoint.pth",
-                                       "CIFAR-10", 97.27, "SNN after conversion (STEP's table)"),
+                                       "cifar10", 97.27, "SNN after conversion (STEP's table)"),
     "mst_cifar100": PublishedCheckpoint(f"{_RELEASES}/checkpoint/Cifar100_checkpoint.pth",
-                                        "CIFAR-100", 86.91, "SNN after conversion (STEP's table)"),
+                                        "cifar100", 86.91, "SNN after conversion (STEP's table)"),
 }
 #: the official names are stlib's but for the QCFS clips (``*_if.up``), the head and, with
 #: BN in the MLP (ImageNet), the MLP's Linear-BN pairs; the official position-index and
