@@ -20,6 +20,7 @@ from torch import nn
 from .data import build_dataloaders
 from .models import load_official, published_checkpoint
 from .neurons import convert_to_snn
+from .neurons.conversion import timed_modules
 from .params import Config
 from .build import autocast_dtype, build_model, resolve_device
 from .train import evaluate
@@ -75,7 +76,7 @@ def conversion_accuracy(model: nn.Module, loader, steps=(8, 16, 32, 64, 128),
     """
     device = torch.device(device)
     model = model.to(device)
-    ann_T = next((m.T for m in model.modules() if isinstance(getattr(m, "T", None), int)), None)
+    ann_T = next((m.T for m in timed_modules(model)), None)
     rows = [{"network": "ANN", "T": ann_T,
              **evaluate(model, loader, device, amp=None, max_batches=max_batches)}]
     for T in steps:

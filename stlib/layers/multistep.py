@@ -7,6 +7,7 @@ shared over T and B as in every spiking transformer's official code) and reshape
 from __future__ import annotations
 
 import torch
+from timm.layers import drop_path
 from torch import nn
 
 
@@ -76,10 +77,7 @@ class SampleDropPath(nn.Module):
         self.p = float(p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.p == 0.0 or not self.training:
-            return x
-        keep = x.new_empty(1, x.shape[1], *(1,) * (x.dim() - 2)).bernoulli_(1.0 - self.p)
-        return x * keep / (1.0 - self.p)
+        return drop_path(x.transpose(0, 1), self.p, self.training).transpose(0, 1)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

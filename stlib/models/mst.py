@@ -206,11 +206,11 @@ class MaskedSpikingTransformer(nn.Module):
         self.patch_embed = SpikingPatchEmbed(patch_size, in_chans, embed_dim, neuron=neuron)
         rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()  # depth decay
         self.layers = nn.ModuleList()
-        for i, (depth, heads) in enumerate(zip(depths, num_heads)):
+        for i, (blocks, heads) in enumerate(zip(depths, num_heads)):
             start = sum(depths[:i])
             self.layers.append(MSTStage(
-                embed_dim * 2 ** i, (grid // 2 ** i, grid // 2 ** i), depth, heads,
-                window=window_size, drop_path=rates[start:start + depth],
+                embed_dim * 2 ** i, (grid // 2 ** i, grid // 2 ** i), blocks, heads,
+                window=window_size, drop_path=rates[start:start + blocks],
                 downsample=i < len(depths) - 1, neuron=neuron, mlp_ratio=mlp_ratio,
                 qkv_bias=qkv_bias, masking_ratio=masking_ratio, mlp_bn=mlp_bn))
         self.num_features = embed_dim * 2 ** (len(depths) - 1)

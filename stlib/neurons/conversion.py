@@ -15,7 +15,13 @@ from torch import nn
 
 from stlib.neurons.reference import QCFS, BaseNeuron, ConvertedIF
 
-__all__ = ["convert_to_snn"]
+__all__ = ["convert_to_snn", "timed_modules"]
+
+
+def timed_modules(model: nn.Module) -> list[nn.Module]:
+    """The modules of ``model`` with an int ``T`` (the model, an input encoder), neurons aside."""
+    return [m for m in model.modules()
+            if isinstance(getattr(m, "T", None), int) and not isinstance(m, BaseNeuron)]
 
 
 def convert_to_snn(model: nn.Module, T: int | None = None) -> nn.Module:
@@ -39,8 +45,7 @@ def convert_to_snn(model: nn.Module, T: int | None = None) -> nn.Module:
                 setattr(parent, name, ConvertedIF(float(child.threshold.detach()),
                                                   store_v_seq=child.store_v_seq))
     if T is not None:
-        timed = [m for m in snn.modules()
-                 if isinstance(getattr(m, "T", None), int) and not isinstance(m, BaseNeuron)]
+        timed = timed_modules(snn)
         if not timed:
             raise ValueError(f"{type(model).__name__} has no T to set; convert without T and "
                              "feed it [T, B, ...] input")

@@ -542,7 +542,31 @@ class KLIF(BaseNeuron):
                 f"{self._reset_repr()}")
 
 
-class MultiSpike(BaseNeuron):
+class _MultiLevel(BaseNeuron):
+    """Shared by the stateless multi-level activations (:class:`MultiSpike`, :class:`QCFS`):
+    each step on its own, an exact level count ``k`` forward, and backward the gradient of a
+    staircase of surrogate steps of ``u`` (one per level boundary or level)."""
+
+    default_surrogate = "rectangle"
+    stateless = True
+
+    def staircase(self, u: Tensor, offsets) -> Tensor:
+        """``sum_c surrogate(u - c)`` over ``offsets`` (in smooth mode, the primitives' sum)."""
+        return sum(self.surrogate(u - c) for c in offsets)
+
+    def straight_through(self, k: Tensor, u: Tensor, offsets) -> Tensor:
+        """``k`` forward, the staircase's gradient backward; inference skips the surrogate calls."""
+        if torch.is_grad_enabled() and u.requires_grad:
+            s = self.staircase(u, offsets)
+            k = k + (s - s.detach())
+        return k
+
+    # one step at a time (TIM drives its neurons so): nothing is carried to the next step
+    def reset(self, spike: Tensor) -> None:
+        pass
+
+
+class MultiSpike(_MultiLevel):
     """Integer-valued "multi-spike" activation of E-SpikeFormer (SDT v3, Yao et al. TPAMI 2025,
     Spike Firing Approximation; the official ``MultiSpike``) and QSD's IE-LIF.
 
@@ -562,9 +586,6 @@ class MultiSpike(BaseNeuron):
     straight-through estimator (the two differ only at the integers, where the boxes touch).
     ``v_threshold`` scales the level spacing (1.0 in the paper).
     """
-
-    default_surrogate = "rectangle"
-    stateless = True
 
     def __init__(self, v_threshold: float = 1.0, max_spikes: int = 4, norm: float | None = None, *,
                  round_half_up: bool = False, surrogate: str | nn.Module | None = None,
@@ -593,34 +614,25 @@ class MultiSpike(BaseNeuron):
         """``u = X / v_threshold`` -> ``k / norm``."""
         # k as D Heaviside steps at u = j - 1/2: the surrogate gives each step its gradient
         # (in smooth mode, its primitive); the value is the official round(clamp(u, 0, D))
-        def steps() -> Tensor:
-            return sum(self.surrogate(u - (j - 0.5)) for j in range(1, self.max_spikes + 1))
-
+        boundaries = [j - 0.5 for j in range(1, self.max_spikes + 1)]
         if not self.surrogate.spiking:
-            return steps() / self.norm
+            return self.staircase(u, boundaries) / self.norm
         clamped = torch.clamp(u, 0.0, float(self.max_spikes))
         k = torch.floor(clamped + 0.5) if self.round_half_up else torch.round(clamped)
-        if torch.is_grad_enabled() and u.requires_grad:  # inference skips the D surrogate calls
-            s = steps()
-            k = k + (s - s.detach())
-        return k / self.norm
+        return self.straight_through(k, u, boundaries) / self.norm
 
-    # one step at a time (TIM drives its neurons so): nothing is carried to the next step
     def charge(self, x: Tensor, t: int) -> None:
         self.v = x / self.v_threshold
 
     def fire(self) -> Tensor:
         return self.count(self.v)
 
-    def reset(self, spike: Tensor) -> None:
-        pass
-
     def extra_repr(self) -> str:
         return (f"v_threshold={_fmt(self.v_threshold)}, max_spikes={self.max_spikes}, "
                 f"norm={self.norm:g}" + (", round_half_up=True" if self.round_half_up else ""))
 
 
-class QCFS(BaseNeuron):
+class QCFS(_MultiLevel):
     """Quantization-clip-floor-shift activation with a trainable threshold: the ANN activation
     of ANN-to-SNN conversion (Bu et al., "Optimal ANN-SNN Conversion for High-accuracy and
     Ultra-low-latency Spiking Neural Networks", ICLR 2022), MST's training activation
@@ -639,9 +651,6 @@ class QCFS(BaseNeuron):
     :func:`stlib.neurons.convert_to_snn` replaces every QCFS by a :class:`ConvertedIF` with
     the learned ``lambda``: an IF neuron whose mean output over T steps approaches ``y``.
     """
-
-    default_surrogate = "rectangle"
-    stateless = True
 
     def __init__(self, v_threshold: float = 2.0, levels: int = 16, *,
                  surrogate: str | nn.Module | None = None, alpha: float | None = None,
@@ -674,26 +683,17 @@ class QCFS(BaseNeuron):
 
     def quantize(self, z: Tensor) -> Tensor:
         """``z = X L / lambda`` -> the level ``k = clamp(floor(z + 1/2), 0, L)``."""
-        def bumps() -> Tensor:  # one surrogate per level j, centred at z = j
-            return sum(self.surrogate(z - j) for j in range(self.levels + 1))
-
+        levels = range(self.levels + 1)  # one surrogate bump per level j, centred at z = j
         if not self.surrogate.spiking:  # smooth mode: the bumps' primitive, scaled to [0, L]
-            return bumps() * (self.levels / (self.levels + 1))
+            return self.staircase(z, levels) * (self.levels / (self.levels + 1))
         k = torch.clamp(torch.floor(z + 0.5), 0.0, float(self.levels))
-        if torch.is_grad_enabled() and z.requires_grad:  # inference skips the L + 1 calls
-            s = bumps()
-            k = k + (s - s.detach())
-        return k
+        return self.straight_through(k, z, levels)
 
-    # one step at a time (TIM drives its neurons so): nothing is carried to the next step
     def charge(self, x: Tensor, t: int) -> None:
         self.v = x / self.threshold * self.levels
 
     def fire(self) -> Tensor:
         return self.quantize(self.v) / self.levels * self.threshold
-
-    def reset(self, spike: Tensor) -> None:
-        pass
 
     def extra_repr(self) -> str:
         return f"v_threshold={_fmt(self.threshold)}, levels={self.levels}"
